@@ -1,0 +1,22 @@
+//! Gemma-3 text model for sweelol, on burn.
+//!
+//! - [`config`]: config.json in the hub's and transformers 5's styles.
+//! - [`model`]: the decoder (RMSNorm, rotate-half RoPE, sliding-window GQA, GeGLU,
+//!   tied head), logits at chosen positions, KV cache.
+//! - [`weights`]: HF safetensors in/out and GGUF in.
+//! - [`tokenizer`]: tokenizer.json or GGUF vocabulary, chat template.
+//! - [`generate`]: greedy / temperature / top-p decoding.
+//! - [`pretrained`]: load a model + tokenizer from any source name.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{GemmaConfig, LayerType};
+pub use error::{GemmaError, Result};
+pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
+pub use tokenizer::{ChatMessage, GemmaTokenizer};
+pub use weights::{HostTensor, WeightMap};

@@ -1,0 +1,380 @@
+//! The Gemma-3 text decoder, written to compute exactly what transformers'
+//! `Gemma3ForCausalLM` computes (f32).
+//!
+//! Per layer: `x += post_attn_norm(attn(input_norm(x)))`, then
+//! `x += post_ffw_norm(mlp(pre_ffw_norm(x)))`. Attention normalises q and k per head
+//! (RMSNorm) before rotate-half RoPE, uses grouped-query heads and, on sliding layers,
+//! a causal window in which query i sees keys i-W+1 ..= i. The LM head is the
+//! embedding matrix (tied), and embeddings are scaled by sqrt(hidden_size).
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu_approximate, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::{GemmaConfig, LayerType};
+
+/// Gemma's RMSNorm: `x / sqrt(mean(x²) + eps) * (1 + w)`. The stored weight is the
+/// offset from one, as in transformers (llama.cpp stores `1 + w`).
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean_sq = (x.clone() * x.clone()).mean_dim(D - 1);
+        let normed = x * (mean_sq + self.eps).sqrt().recip();
+        normed * (self.weight.val() + 1.0).unsqueeze::<D>()
+    }
+}
+
+/// A low-rank update `x·A·B·scale` carried by a [`Linear`]; LoRA fills it in.
+#[derive(Module, Debug)]
+pub struct LowRankDelta {
+    /// `[in, r]`, PEFT's `lora_A.weight` transposed.
+    pub a: Param<Tensor<2>>,
+    /// `[r, out]`, PEFT's `lora_B.weight` transposed.
+    pub b: Param<Tensor<2>>,
+    #[module(skip)]
+    pub scale: f64,
+    /// Dropout probability on the adapter's input while training.
+    #[module(skip)]
+    pub dropout: f64,
+}
+
+/// A bias-free linear layer stored as `[in, out]` (HF stores `[out, in]`), with an
+/// optional low-rank delta so adapters plug in without another model type.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub delta: Option<LowRankDelta>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor<2>) -> Self {
+        Linear { weight: Param::from_tensor(weight), delta: None }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let base = burn::tensor::module::linear(x.clone(), self.weight.val(), None);
+        match &self.delta {
+            None => base,
+            Some(d) => {
+                // Dropout only while a backward pass can follow (training).
+                let x = if d.dropout > 0.0 && x.is_autodiff() {
+                    let keep = 1.0 - d.dropout;
+                    let m = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
+                    x * m * (1.0 / keep)
+                } else {
+                    x
+                };
+                let low = burn::tensor::module::linear(x, d.a.val(), None);
+                base + burn::tensor::module::linear(low, d.b.val(), None) * d.scale
+            }
+        }
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.weight.val().dims()[0]
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.weight.val().dims()[1]
+    }
+}
+
+/// Rotate-half rotary embedding (not burn's interleaved variant).
+#[derive(Clone, Debug)]
+pub struct Rope {
+    /// `inv_freq[i] = base^(-2i/d)`, computed in f32 as transformers does.
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(base: f64, head_dim: usize) -> Self {
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / head_dim as f32;
+                1.0 / (base as f32).powf(exponent)
+            })
+            .collect();
+        Rope { inv_freq }
+    }
+
+    /// `(cos, sin)` of shape `[1, 1, len, head_dim]` for positions `start..start+len`.
+    fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let half = self.inv_freq.len();
+        let dim = half * 2;
+        let mut cos = Vec::with_capacity(len * dim);
+        let mut sin = Vec::with_capacity(len * dim);
+        for p in start..start + len {
+            // The angle is an f32 product, then cos/sin, matching torch's f32 path.
+            let angles: Vec<f32> = self.inv_freq.iter().map(|f| f * p as f32).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| (*a as f64).cos() as f32));
+                sin.extend(angles.iter().map(|a| (*a as f64).sin() as f32));
+            }
+        }
+        let shape = [1, 1, len, dim];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), device),
+            Tensor::from_data(TensorData::new(sin, shape), device),
+        )
+    }
+
+    fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos.clone() + rotated * sin.clone()
+    }
+}
+
+/// Keys and values of earlier positions, per layer, for incremental decoding.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        KvCache { layers: vec![None; num_layers], len: 0 }
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: RmsNorm,
+    pub k_norm: RmsNorm,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+    #[module(skip)]
+    pub scaling: f64,
+}
+
+impl Attention {
+    /// `x`: `[B, T, H]`; `mask`: additive `[1, 1, T, T_past + T]`.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |proj: &Linear, n: usize| proj.forward(x.clone()).reshape([b, t, n, hd]);
+
+        let q = self.q_norm.forward(heads(&self.q_proj, nh)).swap_dims(1, 2);
+        let k = self.k_norm.forward(heads(&self.k_proj, nkv)).swap_dims(1, 2);
+        let v = heads(&self.v_proj, nkv).swap_dims(1, 2);
+        let q = Rope::apply(q, cos, sin);
+        let mut k = Rope::apply(k, cos, sin);
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((k_past, v_past)) = slot.take() {
+                k = Tensor::cat(vec![k_past, k], 2);
+                v = Tensor::cat(vec![v_past, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let tk = k.dims()[2];
+        // Grouped-query attention without copying K/V: fold each group's query heads
+        // into the row axis so one kv head serves `groups` query heads.
+        let groups = nh / nkv;
+        let q = q.reshape([b, nkv, groups * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * self.scaling;
+        let scores = scores.reshape([b, nh, t, tk]) + mask.clone();
+        let probs = softmax(scores, 3).reshape([b, nkv, groups * t, tk]);
+        let out = probs.matmul(v).reshape([b, nh, t, hd]);
+        let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// GeGLU feed-forward with tanh-approximated GELU.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = gelu_approximate(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+    pub pre_feedforward_layernorm: RmsNorm,
+    pub post_feedforward_layernorm: RmsNorm,
+    #[module(skip)]
+    pub layer_type: LayerType,
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), cos, sin, mask, cache);
+        let x = x + self.post_attention_layernorm.forward(attn);
+        let ffw = self.mlp.forward(self.pre_feedforward_layernorm.forward(x.clone()));
+        x + self.post_feedforward_layernorm.forward(ffw)
+    }
+}
+
+/// Gemma-3 causal LM with a tied head.
+#[derive(Module, Debug)]
+pub struct Gemma3 {
+    /// `[vocab, hidden]`, unscaled, shared with the LM head.
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    #[module(skip)]
+    pub config: GemmaConfig,
+    #[module(skip)]
+    rope_local: Rope,
+    #[module(skip)]
+    rope_global: Rope,
+}
+
+impl Gemma3 {
+    /// Assembles a model from its parts; see `weights.rs` for loading.
+    pub fn from_parts(
+        config: GemmaConfig,
+        embed_tokens: Tensor<2>,
+        layers: Vec<DecoderLayer>,
+        norm: RmsNorm,
+    ) -> Self {
+        Gemma3 {
+            rope_local: Rope::new(config.rope_local_base_freq, config.head_dim),
+            rope_global: Rope::new(config.rope_theta, config.head_dim),
+            embed_tokens: Param::from_tensor(embed_tokens),
+            layers,
+            norm,
+            config,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.val().device()
+    }
+
+    /// Token embeddings times sqrt(hidden): `[B, T]` ids to `[B, T, H]`.
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let scale = (self.config.hidden_size as f32).sqrt();
+        burn::tensor::module::embedding(self.embed_tokens.val(), tokens) * scale
+    }
+
+    /// Runs the decoder on (already scaled) input embeddings `[B, T, H]` at positions
+    /// `cache.len() ..`, returning final-normed hidden states `[B, T, H]`.
+    ///
+    /// Sequences in a batch are right-padded: causal attention means padding after a
+    /// sequence never changes its real positions.
+    pub fn hidden_states(&self, embeds: Tensor<3>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, t, _] = embeds.dims();
+        let device = embeds.device();
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let (cos_l, sin_l) = self.rope_local.tables(past, t, &device);
+        let (cos_g, sin_g) = self.rope_global.tables(past, t, &device);
+        let mask_sliding = attention_mask(past, t, Some(self.config.sliding_window), &device);
+        let mask_full = attention_mask(past, t, None, &device);
+
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (cos, sin, mask) = match layer.layer_type {
+                LayerType::SlidingAttention => (&cos_l, &sin_l, &mask_sliding),
+                LayerType::FullAttention => (&cos_g, &sin_g, &mask_full),
+            };
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, cos, sin, mask, slot);
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        self.norm.forward(x)
+    }
+
+    /// The tied LM head on hidden states `[N, H]` -> logits `[N, vocab]`.
+    pub fn lm_head(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let logits = hidden.matmul(self.embed_tokens.val().transpose());
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+
+    /// Full logits `[B, T, vocab]` for token ids `[B, T]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let hidden = self.hidden_states(self.embed(tokens), None);
+        let [b, t, h] = hidden.dims();
+        self.lm_head(hidden.reshape([b * t, h])).reshape([b, t, self.config.vocab_size])
+    }
+
+    /// Logits only at the given flat positions (`batch_index * T + t`) of `hidden`
+    /// `[B, T, H]`: the 262144-row head is most of the cost, so run it where needed.
+    pub fn logits_at(&self, hidden: Tensor<3>, flat_positions: &[usize]) -> Tensor<2> {
+        let [b, t, h] = hidden.dims();
+        let device = hidden.device();
+        let idx: Vec<i64> = flat_positions.iter().map(|&p| p as i64).collect();
+        let n = idx.len();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
+        self.lm_head(hidden.reshape([b * t, h]).select(0, idx))
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+}
+
+/// Additive mask `[1, 1, T, past + T]`: 0 where query `past+i` may see key `j`
+/// (`j <= past+i`, and within the window on sliding layers), a huge negative otherwise.
+fn attention_mask(past: usize, t: usize, window: Option<usize>, device: &Device) -> Tensor<4> {
+    let tk = past + t;
+    let mut data = vec![0f32; t * tk];
+    for i in 0..t {
+        let q = past + i;
+        for j in 0..tk {
+            let visible = j <= q && window.map_or(true, |w| q - j < w);
+            if !visible {
+                data[i * tk + j] = f32::MIN;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [1, 1, t, tk]), device)
+}

@@ -1,0 +1,128 @@
+//! The tiny fixture model against transformers' logits.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(rel)
+}
+
+fn load_tiny(device: &Device) -> Gemma3 {
+    let dir = fixture("tiny-gemma3");
+    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
+    let weights = WeightMap::read_safetensors_dir(&dir).unwrap();
+    Gemma3::from_weights(&cfg, weights, device).unwrap()
+}
+
+fn expected() -> (Vec<i64>, Vec<f32>) {
+    let bytes = std::fs::read(fixture("tiny-gemma3/expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st.tensor("input_ids").unwrap();
+    let ids = ids.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    let logits = st.tensor("logits").unwrap();
+    let logits = logits.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    (ids, logits)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn tiny_logits_match_transformers() {
+    let device = Device::flex();
+    let model = load_tiny(&device);
+    let (ids, want) = expected();
+    let n = ids.len();
+    assert!(n > model.config.sliding_window, "fixture must reach past the window");
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+    let got = model.forward(tokens).into_data().try_into_vec::<f32>().unwrap();
+    let err = max_abs_diff(&got, &want);
+    println!("tiny fixture: max |logit - transformers| = {err:e} over {n} positions");
+    assert!(err < 1e-4, "max abs error {err}");
+}
+
+fn ids_tensor(ids: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device)
+}
+
+#[test]
+fn kv_cache_decoding_matches_full_forward() {
+    let device = Device::flex();
+    let model = load_tiny(&device);
+    let (ids, want) = expected();
+    let vocab = model.config.vocab_size;
+    // Prefill 5 tokens, then feed the rest one at a time (crossing the window of 6).
+    let mut cache = model.new_cache();
+    let mut got = Vec::new();
+    let mut start = 0;
+    for end in std::iter::once(5).chain(6..=ids.len()) {
+        let hidden = model.hidden_states(model.embed(ids_tensor(&ids[start..end], &device)), Some(&mut cache));
+        let positions: Vec<usize> = (0..end - start).collect();
+        got.extend(model.logits_at(hidden, &positions).into_data().try_into_vec::<f32>().unwrap());
+        start = end;
+    }
+    assert_eq!(cache.len(), ids.len());
+    assert_eq!(got.len(), ids.len() * vocab);
+    let err = max_abs_diff(&got, &want);
+    assert!(err < 1e-4, "incremental decoding differs by {err}");
+}
+
+#[test]
+fn export_and_reload_gives_identical_logits() {
+    let device = Device::flex();
+    let model = load_tiny(&device);
+    let (ids, _) = expected();
+    let before = model.forward(ids_tensor(&ids, &device)).into_data().try_into_vec::<f32>().unwrap();
+    let dir = std::env::temp_dir().join(format!("sweelol-tiny-export-{}", std::process::id()));
+    model.save_hf(&dir).unwrap();
+    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(cfg, model.config);
+    let reloaded = Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), &device).unwrap();
+    let after = reloaded.forward(ids_tensor(&ids, &device)).into_data().try_into_vec::<f32>().unwrap();
+    assert_eq!(before, after, "export/reload must be bit-identical");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_weight_files_give_errors_naming_the_file() {
+    let device = Device::flex();
+    let src = fixture("tiny-gemma3");
+    let cfg = GemmaConfig::from_file(&src.join("config.json")).unwrap();
+    let dir = std::env::temp_dir().join(format!("sweelol-tiny-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Truncated file.
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let truncated = dir.join("model.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = WeightMap::read_safetensors_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    // A tensor of the wrong shape.
+    let mut w = WeightMap::read_safetensors_dir(&src).unwrap();
+    let t = w.tensors.get_mut("model.layers.1.mlp.up_proj.weight").unwrap();
+    t.shape = vec![t.shape[1], t.shape[0]];
+    let err = Gemma3::from_weights(&cfg, w, &device).unwrap_err().to_string();
+    assert!(err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("shape"), "{err}");
+
+    // A missing tensor.
+    let mut w = WeightMap::read_safetensors_dir(&src).unwrap();
+    w.tensors.remove("model.norm.weight");
+    let err = Gemma3::from_weights(&cfg, w, &device).unwrap_err().to_string();
+    assert!(err.contains("missing tensor `model.norm.weight`"), "{err}");
+
+    // A corrupt config.json.
+    let bad_cfg = dir.join("config.json");
+    std::fs::write(&bad_cfg, "{\"hidden_size\": 64,").unwrap();
+    let err = GemmaConfig::from_file(&bad_cfg).unwrap_err().to_string();
+    assert!(err.contains("config.json"), "{err}");
+
+    // A missing tokenizer.
+    let err = sweelol_gemma::GemmaTokenizer::from_file(&dir.join("tokenizer.json")).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
