@@ -1,0 +1,10 @@
+//! Multiple-choice evaluation identical to lm-evaluation-harness 0.4 (HF backend):
+//! task definitions in [`tasks`], log-likelihood scoring in [`scoring`], and the
+//! resumable runner with summaries in [`run`].
+
+pub mod run;
+pub mod scoring;
+pub mod tasks;
+
+pub use run::{evaluate, format_table, EvalOptions, EvalSummary, Metric, TaskSummary};
+pub use scoring::{DocResult, Scorer};
