@@ -252,6 +252,46 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// transformers names (within the layer) of the seven projections, in a fixed order.
+    pub const LINEAR_NAMES: [&'static str; 7] = [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ];
+
+    /// The projections with their names, so adapters and pruning can walk them.
+    pub fn linears(&self) -> [(&'static str, &Linear); 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        let refs = [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj];
+        let mut i = 0;
+        refs.map(|l| {
+            i += 1;
+            (Self::LINEAR_NAMES[i - 1], l)
+        })
+    }
+
+    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        let refs = [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut m.gate_proj,
+            &mut m.up_proj,
+            &mut m.down_proj,
+        ];
+        let mut i = 0;
+        refs.map(|l| {
+            i += 1;
+            (Self::LINEAR_NAMES[i - 1], l)
+        })
+    }
+
     fn forward(
         &self,
         x: Tensor<3>,

@@ -250,16 +250,7 @@ impl Gemma3 {
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &l.self_attn;
-            let linears = [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &l.mlp.gate_proj),
-                ("mlp.up_proj", &l.mlp.up_proj),
-                ("mlp.down_proj", &l.mlp.down_proj),
-            ];
-            for (name, lin) in linears {
+            for (name, lin) in l.linears() {
                 w.insert(format!("{p}.{name}.weight"), HostTensor::from_tensor(lin.weight.val()).transposed());
             }
             let norms = [
