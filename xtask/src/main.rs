@@ -8,8 +8,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sweelol_backend::BackendKind;
 use sweelol_eval::{evaluate, format_table, EvalOptions, Scorer};
-use sweelol_gemma::generate::{generate, SamplingConfig};
-use sweelol_gemma::{load_pretrained, ChatMessage, GemmaTokenizer};
+use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
+use sweelol_gemma::{ChatMessage, GemmaTokenizer};
+
+mod model_loading;
+use model_loading::load_model;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "sweelol: Gemma-3-270m efficiency techniques on Dolly-15k")]
@@ -27,6 +30,9 @@ enum Command {
     Generate {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: String,
+        /// A PEFT adapter directory (LoRA or prompt tuning) to apply on the model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// Raw prompt text (BOS is added).
         #[arg(long, conflicts_with = "chat")]
         prompt: Option<String>,
@@ -47,6 +53,9 @@ enum Command {
     Eval {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: String,
+        /// A PEFT adapter directory (LoRA or prompt tuning) to apply on the model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// Comma-separated task names (mmlu_<subject>, hellaswag); default: the study's six.
         #[arg(long, value_delimiter = ',')]
         tasks: Option<Vec<String>>,
@@ -64,6 +73,9 @@ enum Command {
     Export {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: String,
+        /// A LoRA adapter to merge into the exported weights.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -82,8 +94,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let device = cli.backend.device();
     match cli.command {
-        Command::Generate { model, prompt, chat, max_new_tokens, temperature, top_p, seed } => {
-            let pre = load_pretrained(&model, &device)?;
+        Command::Generate { model, adapter, prompt, chat, max_new_tokens, temperature, top_p, seed } => {
+            let pre = load_model(&model, adapter.as_deref(), false, &device)?;
             let tok = &pre.tokenizer;
             let (text, stop_ids) = match (prompt, chat) {
                 (Some(p), _) => (p, vec![tok.eos_id]),
@@ -98,7 +110,7 @@ fn main() -> Result<()> {
             let start = Instant::now();
             let mut produced: Vec<u32> = Vec::new();
             let mut shown = String::new();
-            let out = generate(&pre.model, &ids, &cfg, |id| {
+            let out = generate_with_prefix(&pre.model, pre.prefix.as_ref(), &ids, &cfg, |id| {
                 // Stream by decoding the whole output so far and printing the new suffix,
                 // so multi-token characters appear whole.
                 produced.push(id);
@@ -114,9 +126,10 @@ fn main() -> Result<()> {
             let secs = start.elapsed().as_secs_f64();
             eprintln!("[{} tokens in {secs:.1}s, {:.1} tok/s, backend {}]", out.len(), out.len() as f64 / secs, cli.backend);
         }
-        Command::Eval { model, tasks, limit, num_fewshot, out, data } => {
-            let pre = load_pretrained(&model, &device)?;
-            let scorer = Scorer::new(&pre.model, &pre.tokenizer);
+        Command::Eval { model, adapter, tasks, limit, num_fewshot, out, data } => {
+            let pre = load_model(&model, adapter.as_deref(), false, &device)?;
+            let mut scorer = Scorer::new(&pre.model, &pre.tokenizer);
+            scorer.prefix = pre.prefix.clone();
             let mut opts = EvalOptions::study(data.unwrap_or_else(default_data_root), out.clone());
             if let Some(t) = tasks {
                 opts.tasks = t;
@@ -132,9 +145,14 @@ fn main() -> Result<()> {
                 out.display()
             );
         }
-        Command::Export { model, out } => {
-            let pre = load_pretrained(&model, &device)?;
-            pre.save_hf(&out).with_context(|| format!("exporting to {}", out.display()))?;
+        Command::Export { model, adapter, out } => {
+            let pre = load_model(&model, adapter.as_deref(), true, &device)?;
+            if pre.prefix.is_some() {
+                anyhow::bail!("a prompt-tuning adapter cannot be merged into weights; use it with --adapter instead");
+            }
+            pre.model.save_hf(&out).with_context(|| format!("exporting to {}", out.display()))?;
+            let tok_path = out.join("tokenizer.json");
+            pre.tokenizer.inner().save(&tok_path, false).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
             println!("wrote {}", out.display());
         }
     }
