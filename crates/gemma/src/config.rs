@@ -178,7 +178,12 @@ impl GemmaConfig {
                 "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_base_freq},
             },
             "sliding_window": self.sliding_window,
-            "query_pre_attn_scalar": self.query_pre_attn_scalar,
+            // transformers' strict config wants an int here when it is one.
+            "query_pre_attn_scalar": if self.query_pre_attn_scalar.fract() == 0.0 {
+                serde_json::json!(self.query_pre_attn_scalar as i64)
+            } else {
+                serde_json::json!(self.query_pre_attn_scalar)
+            },
             "layer_types": layer_types,
             "max_position_embeddings": self.max_position_embeddings,
             "hidden_activation": "gelu_pytorch_tanh",

@@ -65,8 +65,15 @@ pub fn sample_token(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> u
 
 /// Generates up to `max_new_tokens` after `prompt`, calling `on_token` with each new id
 /// as soon as it is chosen (for streaming). Returns the new ids.
-pub fn generate(
+pub fn generate(model: &Gemma3, prompt: &[u32], cfg: &SamplingConfig, on_token: impl FnMut(u32)) -> Vec<u32> {
+    generate_with_prefix(model, None, prompt, cfg, on_token)
+}
+
+/// [`generate`] with trained virtual-token embeddings `[n, hidden]` before the prompt
+/// (prompt tuning).
+pub fn generate_with_prefix(
     model: &Gemma3,
+    prefix: Option<&Tensor<2>>,
     prompt: &[u32],
     cfg: &SamplingConfig,
     mut on_token: impl FnMut(u32),
@@ -80,8 +87,13 @@ pub fn generate(
         let n = input.len();
         let ids: Vec<i64> = input.iter().map(|&x| x as i64).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
-        let hidden = model.hidden_states(model.embed(tokens), Some(&mut cache));
-        let logits = model.logits_at(hidden, &[n - 1]);
+        let mut embeds = model.embed(tokens);
+        if let (Some(p), true) = (prefix, cache.is_empty()) {
+            embeds = Tensor::cat(vec![p.clone().unsqueeze::<3>(), embeds], 1);
+        }
+        let last = embeds.dims()[1] - 1;
+        let hidden = model.hidden_states(embeds, Some(&mut cache));
+        let logits = model.logits_at(hidden, &[last]);
         let row = logits.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
         let next = sample_token(&row, cfg, &mut rng);
         out.push(next);
