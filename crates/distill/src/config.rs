@@ -1,0 +1,137 @@
+//! The `[distill]` table of a run config.
+//!
+//! ```toml
+//! [distill]
+//! alpha = 0.5                   # weight of the distillation term; 1 − alpha weighs the data CE
+//! temperature = 2.0             # both distributions are softened by T; the KD term is scaled by T²
+//! divergence = "forward_kl"     # "forward_kl" | "reverse_kl" | "jsd"
+//! # beta = 0.5                  # only with divergence = "jsd"
+//! teacher_logits = "on_the_fly" # "on_the_fly" | "top_k"
+//! # k = 64                      # only with teacher_logits = "top_k"
+//! # teacher = "path/to/teacher" # teacher model source
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DistillError, Result};
+
+/// The divergence `D(teacher_T ‖ student_T)` of the KD term. `P` is always the teacher's
+/// softened distribution and `Q` the student's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Divergence {
+    /// `KL(P ‖ Q) = Σ P (log P − log Q)`: Hinton et al. (2015). Mass-covering: the student
+    /// is penalised wherever the teacher has mass it lacks.
+    #[default]
+    ForwardKl,
+    /// `KL(Q ‖ P)`: mode-seeking (as in MiniLLM).
+    ReverseKl,
+    /// GKD's generalized Jensen-Shannon divergence (Agarwal et al., 2024), exactly TRL's
+    /// `generalized_jsd_loss`: with `M = β·P + (1 − β)·Q`,
+    /// `JSD_β = β·KL(P ‖ M) + (1 − β)·KL(Q ‖ M)`; β = 0 is taken as forward KL and β = 1 as
+    /// reverse KL (TRL's special cases, the limits' behaviour up to scale).
+    Jsd,
+}
+
+/// Where the teacher's logits come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherLogits {
+    /// The teacher runs beside the student on every batch. Exact (full vocabulary) and needs
+    /// no disk, at the price of a teacher forward pass per step.
+    #[default]
+    OnTheFly,
+    /// Teacher logits are computed once and cached as the `k` largest logits and their ids
+    /// per response token (`8·k` bytes a token: 512 B at k = 64). Both distributions are
+    /// renormalised over those `k` ids, so the KD term only shapes the student within the
+    /// teacher's top k; the CE term still uses the full vocabulary. Equals `on_the_fly`
+    /// when `k` is the vocabulary size.
+    TopK,
+}
+
+/// Distillation hyper-parameters. Every field has a default, so `[distill]` may be empty.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// Weight of the KD term, in [0, 1] (default 0.5): per token the loss is
+    /// `alpha·T²·D(teacher_T ‖ student_T) + (1 − alpha)·CE(student, target)`.
+    pub alpha: f64,
+    /// Softmax temperature T > 0 (default 2.0). The T² factor keeps the KD gradients'
+    /// scale independent of T (Hinton et al.). The CE term uses T = 1.
+    pub temperature: f64,
+    /// `forward_kl` (default), `reverse_kl` or `jsd`.
+    pub divergence: Divergence,
+    /// β of the generalized JSD, in [0, 1] (default 0.5, symmetric JSD). Only with
+    /// `divergence = "jsd"`.
+    pub beta: Option<f64>,
+    /// `on_the_fly` (default) or `top_k`.
+    pub teacher_logits: TeacherLogits,
+    /// Number of cached teacher logits per token (default 64). Only with
+    /// `teacher_logits = "top_k"`.
+    pub k: Option<usize>,
+    /// The teacher model, as any source `sweelol_gemma::load_pretrained` accepts; `None`
+    /// leaves the choice to the runner.
+    pub teacher: Option<String>,
+}
+
+pub const DEFAULT_BETA: f64 = 0.5;
+pub const DEFAULT_TOP_K: usize = 64;
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig {
+            alpha: 0.5,
+            temperature: 2.0,
+            divergence: Divergence::ForwardKl,
+            beta: None,
+            teacher_logits: TeacherLogits::OnTheFly,
+            k: None,
+            teacher: None,
+        }
+    }
+}
+
+impl DistillConfig {
+    /// Parses the body of a `[distill]` table and validates it. Unknown keys are an error
+    /// that names the key.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: DistillConfig = toml::from_str(text).map_err(|e| DistillError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// β of the JSD (its default when not given).
+    pub fn jsd_beta(&self) -> f64 {
+        self.beta.unwrap_or(DEFAULT_BETA)
+    }
+
+    /// `Some(k)` when teacher logits come from a top-k cache.
+    pub fn top_k(&self) -> Option<usize> {
+        (self.teacher_logits == TeacherLogits::TopK).then(|| self.k.unwrap_or(DEFAULT_TOP_K))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(DistillError::Config(m));
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return err(format!("alpha must be in [0, 1], got {}", self.alpha));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return err(format!("temperature must be positive and finite, got {}", self.temperature));
+        }
+        match (self.divergence, self.beta) {
+            (Divergence::Jsd, Some(b)) if !(0.0..=1.0).contains(&b) => {
+                return err(format!("beta must be in [0, 1], got {b}"))
+            }
+            (Divergence::ForwardKl | Divergence::ReverseKl, Some(_)) => {
+                return err("`beta` only applies to divergence = \"jsd\"".into())
+            }
+            _ => {}
+        }
+        match (self.teacher_logits, self.k) {
+            (TeacherLogits::TopK, Some(0)) => return err("k must be at least 1".into()),
+            (TeacherLogits::OnTheFly, Some(_)) => return err("`k` only applies to teacher_logits = \"top_k\"".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
