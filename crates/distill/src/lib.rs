@@ -11,6 +11,8 @@ pub mod divergence;
 pub mod error;
 pub mod loss;
 pub mod topk;
+mod train;
+pub use train::{run, KdModel};
 
 pub use config::{DistillConfig, Divergence, TeacherLogits};
 pub use divergence::divergence_rows;

@@ -19,7 +19,7 @@ pub mod weights;
 
 pub use config::{GemmaConfig, LayerType};
 pub use error::{GemmaError, Result};
-pub use pretrained::{load_pretrained, Pretrained};
+pub use pretrained::{load_pretrained, save_hf_dir, Pretrained};
 pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
 pub use tokenizer::{ChatMessage, GemmaTokenizer};
 pub use weights::{HostTensor, WeightMap};

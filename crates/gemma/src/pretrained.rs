@@ -50,11 +50,17 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Gemma3, GemmaTokenize
 impl Pretrained {
     /// Saves model + tokenizer as a transformers directory.
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
-        self.model.save_hf(dir)?;
-        let path = dir.join("tokenizer.json");
-        self.tokenizer
-            .inner()
-            .save(&path, false)
-            .map_err(|e| GemmaError::Tokenizer { path: path.clone(), msg: e.to_string() })
+        save_hf_dir(&self.model, &self.tokenizer, dir)
     }
+}
+
+/// Writes `config.json`, `model.safetensors` and `tokenizer.json`: a directory that
+/// sweelol (`--model DIR`) and transformers' `from_pretrained` both load.
+pub fn save_hf_dir(model: &Gemma3, tokenizer: &GemmaTokenizer, dir: &Path) -> Result<()> {
+    model.save_hf(dir)?;
+    let path = dir.join("tokenizer.json");
+    tokenizer
+        .inner()
+        .save(&path, false)
+        .map_err(|e| GemmaError::Tokenizer { path: path.clone(), msg: e.to_string() })
 }

@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+mod train;
+pub use train::{run, LoraModel};
+
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
@@ -44,6 +47,9 @@ pub struct LoraConfig {
     pub use_rslora: bool,
     /// Seed for A's initialisation.
     pub seed: u64,
+    /// Where a training run writes the PEFT adapter (relative to the config file);
+    /// default `<output.dir>/adapter`. Not part of PEFT's config.
+    pub adapter_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LoraConfig {
@@ -56,6 +62,7 @@ impl Default for LoraConfig {
             target_modules: vec!["q_proj".into(), "v_proj".into()],
             use_rslora: false,
             seed: 0,
+            adapter_dir: None,
         }
     }
 }
@@ -213,6 +220,7 @@ pub fn read_peft_config(dir: &Path) -> Result<LoraConfig> {
         target_modules: targets,
         use_rslora: v.get("use_rslora").and_then(|x| x.as_bool()).unwrap_or(false),
         seed: 0,
+        adapter_dir: None,
     })
 }
 

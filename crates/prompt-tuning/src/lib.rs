@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+mod train;
+pub use train::run;
+
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -49,6 +52,9 @@ pub struct PromptTuningConfig {
     pub prompt_tuning_init_text: String,
     /// Seed for RANDOM init.
     pub seed: u64,
+    /// Where a training run writes the PEFT adapter (relative to the config file);
+    /// default `<output.dir>/adapter`. Not part of PEFT's config.
+    pub adapter_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PromptTuningConfig {
@@ -58,6 +64,7 @@ impl Default for PromptTuningConfig {
             prompt_tuning_init: PromptInit::Text,
             prompt_tuning_init_text: "Answer the instruction helpfully and accurately:".into(),
             seed: 0,
+            adapter_dir: None,
         }
     }
 }

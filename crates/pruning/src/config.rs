@@ -53,6 +53,13 @@ pub struct PruningConfig {
     /// the usual recipe keeps embeddings and head dense, and in Gemma-3-270m they hold
     /// 170M of the 268M parameters, so pruning them changes the model far more.
     pub prune_embeddings: bool,
+    /// For a `technique = "pruning"` run: fine-tune the pruned model on Dolly with the
+    /// masks re-applied after every optimizer step (Finetuned-Pruned), instead of only
+    /// pruning (Pruned-Baseline). Default false.
+    pub finetune: bool,
+    /// Where a run writes the pruned model (relative to the config file); default
+    /// `<output.dir>/model`.
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PruningConfig {
@@ -64,6 +71,8 @@ impl Default for PruningConfig {
             m: None,
             target_modules: DecoderLayer::LINEAR_NAMES.iter().map(|n| short_name(n).to_string()).collect(),
             prune_embeddings: false,
+            finetune: false,
+            export_dir: None,
         }
     }
 }

@@ -11,8 +11,10 @@ pub mod error;
 pub mod masks;
 pub mod report;
 pub mod select;
+mod train;
 
 pub use config::{PruningConfig, Scope};
 pub use error::{PruningError, Result};
 pub use masks::{prune, Masks, EMBED_NAME};
+pub use train::{export_pruned, run, PrunedModel};
 pub use report::{export, sparsity_report, OverallSparsity, SparsityReport, TensorSparsity, REPORT_FILE};

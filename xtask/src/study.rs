@@ -1,0 +1,293 @@
+//! `cargo xtask study`: train what needs training, evaluate all seven rows, write the table.
+//!
+//! Every stage records `stage.json` with the hash of what decides its result; a stage whose
+//! record matches is never redone, and an interrupted one resumes (training from its last
+//! checkpoint, evaluation from its last finished document).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sweelol_backend::BackendKind;
+use sweelol_eval::{evaluate, format_table, EvalOptions, EvalSummary, Scorer};
+use sweelol_train::RunConfig;
+
+use crate::model_loading::load_model;
+use crate::report;
+
+/// The seven rows of the study, in the order they run (KD needs the Full-Finetune teacher).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Row {
+    Baseline,
+    PrunedBaseline,
+    PromptTune,
+    FullFinetune,
+    Lora,
+    FinetunedPruned,
+    KdPruned,
+}
+
+impl Row {
+    pub const ALL: [Row; 7] = [
+        Row::Baseline,
+        Row::PrunedBaseline,
+        Row::PromptTune,
+        Row::FullFinetune,
+        Row::Lora,
+        Row::FinetunedPruned,
+        Row::KdPruned,
+    ];
+
+    /// The study's row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Row::Baseline => "Baseline",
+            Row::PrunedBaseline => "Pruned-Baseline",
+            Row::PromptTune => "Prompt-Tune",
+            Row::FullFinetune => "Full-Finetune",
+            Row::Lora => "LoRA",
+            Row::FinetunedPruned => "Finetuned-Pruned",
+            Row::KdPruned => "KD-Pruned",
+        }
+    }
+
+    fn dir_name(self) -> &'static str {
+        match self {
+            Row::Baseline => "baseline",
+            Row::PrunedBaseline => "pruned-baseline",
+            Row::PromptTune => "prompt-tune",
+            Row::FullFinetune => "full-finetune",
+            Row::Lora => "lora",
+            Row::FinetunedPruned => "finetuned-pruned",
+            Row::KdPruned => "kd-pruned",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    pub tasks: Vec<String>,
+    pub limit: usize,
+    #[serde(default)]
+    pub num_fewshot: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowConfigs {
+    pub pruning: PathBuf,
+    pub prompt_tune: PathBuf,
+    pub full_finetune: PathBuf,
+    pub lora: PathBuf,
+    pub finetuned_pruned: PathBuf,
+    pub kd_pruned: PathBuf,
+}
+
+/// Knobs applied on top of every row's technique config.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    pub n_train: Option<usize>,
+    pub max_len: Option<usize>,
+    pub epochs: Option<usize>,
+    pub max_steps: Option<usize>,
+    pub batch_size: Option<usize>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    pub name: String,
+    pub eval: EvalSection,
+    pub rows: RowConfigs,
+    #[serde(default)]
+    pub overrides: Overrides,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+impl Preset {
+    pub fn load(path: &Path) -> Result<Preset> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut p: Preset = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut p.rows.pruning,
+            &mut p.rows.prompt_tune,
+            &mut p.rows.full_finetune,
+            &mut p.rows.lora,
+            &mut p.rows.finetuned_pruned,
+            &mut p.rows.kd_pruned,
+        ] {
+            *p = base.join(&*p);
+        }
+        p.file = path.to_path_buf();
+        Ok(p)
+    }
+
+    fn row_config(&self, row: Row) -> Option<&Path> {
+        Some(match row {
+            Row::Baseline => return None,
+            Row::PrunedBaseline => &self.rows.pruning,
+            Row::PromptTune => &self.rows.prompt_tune,
+            Row::FullFinetune => &self.rows.full_finetune,
+            Row::Lora => &self.rows.lora,
+            Row::FinetunedPruned => &self.rows.finetuned_pruned,
+            Row::KdPruned => &self.rows.kd_pruned,
+        })
+    }
+}
+
+/// What a finished stage recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub hash: String,
+    pub seconds: f64,
+    /// Technique report (trainable params, losses, sparsity …) as JSON.
+    pub details: serde_json::Value,
+    /// The model to evaluate: a source and an optional adapter directory.
+    pub model_source: String,
+    pub adapter: Option<PathBuf>,
+}
+
+fn read_stage(path: &Path) -> Option<StageRecord> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn write_stage(path: &Path, rec: &StageRecord) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(rec)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// One row's outcome for the report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RowResult {
+    pub row: Row,
+    pub train: Option<StageRecord>,
+    pub eval: EvalSummary,
+    pub eval_dir: PathBuf,
+    pub eval_seconds: f64,
+}
+
+/// Prepares a row's run config: the file's, with the study's output dir, overrides and teacher.
+fn row_run_config(preset: &Preset, row: Row, row_dir: &Path, teacher: Option<&Path>) -> Result<RunConfig> {
+    let path = preset.row_config(row).expect("training row");
+    let mut cfg = RunConfig::load(path).with_context(|| format!("{} config", row.label()))?;
+    cfg.output.dir = row_dir.join("train");
+    let o = &preset.overrides;
+    if let Some(n) = o.n_train {
+        cfg.data.n_train = n;
+    }
+    if let Some(n) = o.max_len {
+        cfg.data.max_len = n;
+    }
+    if let Some(n) = o.epochs {
+        cfg.train.epochs = n;
+    }
+    if o.max_steps.is_some() {
+        cfg.train.max_steps = o.max_steps;
+    }
+    if let Some(n) = o.batch_size {
+        cfg.train.batch_size = n;
+    }
+    crate::train::redirect_outputs(&mut cfg, row_dir, teacher)?;
+    Ok(cfg)
+}
+
+/// Runs the study described by `preset_path` into `results/<name>/`.
+pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, results_root: &Path) -> Result<()> {
+    let preset = Preset::load(preset_path)?;
+    let run_dir = results_root.join(&preset.name);
+    std::fs::create_dir_all(&run_dir)?;
+    let started = Instant::now();
+    let mut results: BTreeMap<Row, RowResult> = BTreeMap::new();
+    let base_source = RunConfig::load(&preset.rows.full_finetune)?.model.source.clone();
+
+    for row in Row::ALL {
+        let row_dir = run_dir.join(row.dir_name());
+        std::fs::create_dir_all(&row_dir)?;
+        let selected = only.map_or(true, |o| o == row);
+        // KD needs the teacher even when only KD was asked for.
+        let needed_as_teacher = only == Some(Row::KdPruned) && row == Row::FullFinetune;
+        if !selected && !needed_as_teacher {
+            continue;
+        }
+        eprintln!("== {} ==", row.label());
+        let teacher = results
+            .get(&Row::FullFinetune)
+            .and_then(|r| r.train.as_ref())
+            .map(|t| PathBuf::from(&t.model_source));
+
+        // Stage 1: train (or prune).
+        let train = match row {
+            Row::Baseline => None,
+            _ => {
+                let cfg = row_run_config(&preset, row, &row_dir, teacher.as_deref())?;
+                let hash = cfg.hash();
+                let stage_path = row_dir.join("stage-train.json");
+                match read_stage(&stage_path) {
+                    Some(rec) if rec.hash == hash => {
+                        eprintln!("{}: trained earlier (same config hash), skipping", row.label());
+                        Some(rec)
+                    }
+                    _ => {
+                        let t0 = Instant::now();
+                        let out = crate::train::run_config(&cfg, backend)?;
+                        let rec = StageRecord {
+                            hash,
+                            seconds: t0.elapsed().as_secs_f64(),
+                            details: out.details,
+                            model_source: out.model_source,
+                            adapter: out.adapter,
+                        };
+                        write_stage(&stage_path, &rec)?;
+                        Some(rec)
+                    }
+                }
+            }
+        };
+        if needed_as_teacher {
+            results.insert(row, RowResult { row, train, eval: empty_summary(), eval_dir: PathBuf::new(), eval_seconds: 0.0 });
+            continue;
+        }
+
+        // Stage 2: evaluate (resumes per document).
+        let (source, adapter) = match &train {
+            None => (base_source.clone(), None),
+            Some(t) => (t.model_source.clone(), t.adapter.clone()),
+        };
+        let eval_dir = row_dir.join("eval");
+        let t0 = Instant::now();
+        let device = backend.device();
+        let loaded = load_model(&source, adapter.as_deref(), false, &device)?;
+        let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
+        scorer.prefix = loaded.prefix.clone();
+        let opts = EvalOptions {
+            tasks: preset.eval.tasks.clone(),
+            limit: Some(preset.eval.limit),
+            num_fewshot: preset.eval.num_fewshot,
+            data_root: crate::default_data_root(),
+            out_dir: eval_dir.clone(),
+            show_progress: true,
+        };
+        let summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", row.label()))?;
+        eprintln!("{}", format_table(&summary));
+        results.insert(row, RowResult { row, train, eval: summary, eval_dir, eval_seconds: t0.elapsed().as_secs_f64() });
+    }
+    if results.values().all(|r| r.eval.tasks.is_empty()) {
+        bail!("no row was evaluated");
+    }
+    report::write_report(&run_dir, &preset, backend, &results, started.elapsed().as_secs_f64())?;
+    println!("study `{}` written to {}", preset.name, run_dir.display());
+    println!("{}", std::fs::read_to_string(run_dir.join("table.md"))?);
+    Ok(())
+}
+
+fn empty_summary() -> EvalSummary {
+    EvalSummary { tasks: vec![], mmlu_average: None, limit: None, num_fewshot: 0, seconds: 0.0, docs_per_second: 0.0 }
+}
