@@ -1,15 +1,13 @@
-//! End to end on the real Gemma-3-270m through the xtask entry point: 8 Dolly examples of up
-//! to 64 tokens, 2 optimizer steps, then the exported directory is loaded back and used.
-//! A separate test binary so it runs on its own (about a minute on 2 CPU cores).
-
-#[path = "../../../xtask/src/train.rs"]
-mod train;
+//! End to end on the real Gemma-3-270m from a TOML file, as `cargo xtask train` runs it:
+//! 8 Dolly examples of up to 64 tokens, 2 optimizer steps, then the exported directory is
+//! loaded back and used. A separate test binary so it runs on its own (1-2 minutes on 2
+//! CPU cores).
 
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sweelol_gemma::pretrained::load_hf_dir;
-use sweelol_train::params;
+use sweelol_train::{params, RunConfig};
 
 fn shared(rel: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel).display().to_string()
@@ -48,8 +46,15 @@ progress = false
     );
     std::fs::write(&config, text).unwrap();
     let t0 = std::time::Instant::now();
-    train::run_train(&config, &sweelol_backend::BackendKind::Flex).unwrap();
-    println!("run_train: {:.1}s", t0.elapsed().as_secs_f64());
+    let cfg = RunConfig::load(&config).unwrap();
+    let report = sweelol_full_finetune::run(&cfg, &sweelol_backend::BackendKind::Flex).unwrap();
+    println!("run: {:.1}s\n{}", t0.elapsed().as_secs_f64(), serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(report.steps, 2);
+    assert_eq!(report.trainable_params, report.total_params, "every weight trains");
+    assert!(report.total_params > 250_000_000, "{}", report.total_params);
+    assert_eq!((report.train_examples, report.eval_examples), (8, 2));
+    assert!(report.eval_loss_before.unwrap().is_finite() && report.eval_loss.unwrap().is_finite());
+    assert_eq!(report.artifact_dir, dir.path().join("run/model"));
 
     let run = dir.path().join("run");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
 use serde::Serialize;
 use sweelol_backend::BackendKind;
 use sweelol_gemma::{load_pretrained, Gemma3, GemmaTokenizer};
@@ -110,9 +109,4 @@ where
         eval_examples: data.eval.len(),
         seconds: start.elapsed().as_secs_f64(),
     })
-}
-
-/// Parameter count of a module (every float parameter, trainable or not).
-pub fn num_params<M: Module>(module: &M) -> usize {
-    params::param_infos(module).iter().map(|p| p.numel()).sum()
 }

@@ -1,0 +1,126 @@
+//! Checkpoints that resume mid-epoch.
+//!
+//! `checkpoints/step-00000012/` holds `trainable.safetensors` (the trainable parameters by
+//! path), `optimizer.safetensors` (AdamW moments) and `state.json` (step, data position, RNG,
+//! config hash, Adam step counts). A checkpoint is written into a hidden temporary directory
+//! and renamed into place, then `checkpoints/latest` is replaced the same way, so a run killed
+//! at any moment leaves the previous checkpoint intact and never a half-written one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sweelol_gemma::{HostTensor, WeightMap};
+
+use crate::error::{Result, TrainError};
+
+const TRAINABLE: &str = "trainable.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+const STATE: &str = "state.json";
+const LATEST: &str = "latest";
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Data position of the next micro-batch: epoch and batch index within it.
+    pub epoch: usize,
+    pub batch_in_epoch: usize,
+    /// Index of the next micro-batch in the whole stream.
+    pub next_micro_batch: usize,
+    /// The run's seed; the device RNG is re-seeded from (seed, step) before every step, so
+    /// (seed, step) is the complete RNG state.
+    pub seed: u64,
+    pub config_hash: String,
+    /// Adam's per-parameter step counts.
+    pub adam_steps: BTreeMap<String, u64>,
+    /// Last training loss, for the record.
+    pub last_loss: f64,
+}
+
+/// The files of one checkpoint, loaded.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub trainable: BTreeMap<String, HostTensor>,
+    pub optimizer: WeightMap,
+    pub state: TrainState,
+}
+
+/// Writes a checkpoint under `root` and keeps only the newest `keep`. Returns its directory.
+pub fn save(
+    root: &Path,
+    trainable: BTreeMap<String, HostTensor>,
+    optimizer: &WeightMap,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let io = |p: &Path, e| TrainError::io(p, e);
+    std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let weights = WeightMap { tensors: trainable, origin: tmp.join(TRAINABLE) };
+    weights.write_safetensors(&tmp.join(TRAINABLE))?;
+    optimizer.write_safetensors(&tmp.join(OPTIMIZER))?;
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp.join(STATE), e))?;
+
+    let dir = root.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+    let latest_tmp = root.join(".latest.tmp");
+    std::fs::write(&latest_tmp, &name).map_err(|e| io(&latest_tmp, e))?;
+    std::fs::rename(&latest_tmp, root.join(LATEST)).map_err(|e| io(&root.join(LATEST), e))?;
+
+    for old in list(root)?.into_iter().rev().skip(keep) {
+        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    }
+    Ok(dir)
+}
+
+/// Finished checkpoint directories under `root`, oldest first.
+pub fn list(root: &Path) -> Result<Vec<PathBuf>> {
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| TrainError::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The checkpoint `latest` points to, if any.
+pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
+    let pointer = root.join(LATEST);
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
+    let dir = root.join(name.trim());
+    if !dir.is_dir() {
+        return Err(TrainError::checkpoint(&dir, "named by `latest` but missing"));
+    }
+    Ok(Some(dir))
+}
+
+/// Reads a checkpoint directory.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let state_path = dir.join(STATE);
+    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(dir, format!("{STATE}: {e}")))?;
+    let mut trainable = WeightMap::new(dir.join(TRAINABLE));
+    trainable.read_safetensors_file(&dir.join(TRAINABLE))?;
+    let mut optimizer = WeightMap::new(dir.join(OPTIMIZER));
+    optimizer.read_safetensors_file(&dir.join(OPTIMIZER))?;
+    Ok(Checkpoint { dir: dir.to_path_buf(), trainable: trainable.tensors, optimizer, state })
+}

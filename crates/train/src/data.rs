@@ -1,0 +1,78 @@
+//! Training data: tokenized examples, and the order in which the trainer visits them.
+
+use sweelol_dolly::{bucketed_batches, Batch, EvalSize, SubsetSpec, TokenizeConfig, TokenizedExample};
+use tokenizers::Tokenizer;
+
+use crate::config::DataSection;
+use crate::error::{Result, TrainError};
+
+/// Tokenized training and held-out examples.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    pub train: Vec<TokenizedExample>,
+    pub eval: Vec<TokenizedExample>,
+}
+
+/// Draws `n_train + n_eval` Dolly records (seeded, optionally stratified), splits off the
+/// held-out part, and tokenizes both with Gemma's chat template.
+pub fn load_dolly(cfg: &DataSection, tokenizer: &Tokenizer) -> Result<Dataset> {
+    let records = sweelol_dolly::load(&cfg.path)?;
+    let spec = SubsetSpec {
+        seed: cfg.seed,
+        n: Some(cfg.n_train + cfg.n_eval),
+        stratify: cfg.stratify,
+        categories: cfg.categories.clone(),
+    };
+    let chosen = sweelol_dolly::subset(&records, &spec)?;
+    let (train, eval) = sweelol_dolly::train_eval_split(&chosen, EvalSize::Count(cfg.n_eval), cfg.seed)?;
+    let tok = TokenizeConfig {
+        max_len: cfg.max_len,
+        min_response_tokens: cfg.min_response_tokens,
+        train_on_prompt: cfg.train_on_prompt,
+    };
+    Ok(Dataset {
+        train: sweelol_dolly::tokenize_all(&train, tokenizer, &tok)?,
+        eval: sweelol_dolly::tokenize_all(&eval, tokenizer, &tok)?,
+    })
+}
+
+/// The stream of micro-batches: epoch `e` is `bucketed_batches(train, batch_size, seed + e)`,
+/// epochs follow one another, and optimizer step `s` takes micro-batches
+/// `s·accum .. (s+1)·accum` of the stream. The position in the data is thus a function of
+/// the step, which is what makes a resumed run see the same batches.
+pub struct BatchStream<'a> {
+    examples: &'a [TokenizedExample],
+    batch_size: usize,
+    seed: u64,
+    per_epoch: usize,
+    cached: Option<(usize, Vec<Batch>)>,
+}
+
+impl<'a> BatchStream<'a> {
+    pub fn new(examples: &'a [TokenizedExample], batch_size: usize, seed: u64) -> Result<Self> {
+        if examples.is_empty() {
+            return Err(TrainError::Data("no training examples".into()));
+        }
+        let per_epoch = examples.len().div_ceil(batch_size);
+        Ok(BatchStream { examples, batch_size, seed, per_epoch, cached: None })
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        self.per_epoch
+    }
+
+    /// `(epoch, index within epoch)` of micro-batch `i` of the stream.
+    pub fn position(&self, i: usize) -> (usize, usize) {
+        (i / self.per_epoch, i % self.per_epoch)
+    }
+
+    /// Micro-batch `i` of the stream.
+    pub fn get(&mut self, i: usize) -> Result<Batch> {
+        let (epoch, k) = self.position(i);
+        if self.cached.as_ref().map(|c| c.0) != Some(epoch) {
+            let seed = self.seed.wrapping_add(epoch as u64);
+            self.cached = Some((epoch, bucketed_batches(self.examples, self.batch_size, seed)?));
+        }
+        Ok(self.cached.as_ref().expect("cached").1[k].clone())
+    }
+}

@@ -1,0 +1,141 @@
+//! Language-model losses that never hold `[tokens × vocab]` logits at once.
+//!
+//! The hidden states of the scored positions are gathered, then the tied head and the loss
+//! run on `chunk_rows` rows at a time. Autodiff would keep every chunk's logits alive until
+//! backward, so each chunk is differentiated on its own, right away, against fresh leaves
+//! (its hidden rows and the embedding matrix); only the resulting gradients are kept. They
+//! are put back into the model's graph with the surrogate
+//! `s = Σ hidden·dH + Σ E·dE`, returned as `s − detach(s) + value`: its value is the
+//! loss and its gradient is exactly the chunked gradient. Peak memory is one chunk of
+//! logits plus one `[vocab, hidden]` gradient, whatever the number of tokens.
+
+use std::ops::Range;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use sweelol_gemma::Gemma3;
+
+use crate::batch::Targets;
+
+/// A loss ready for backward, with its value already on the host.
+#[derive(Debug)]
+pub struct LossOutput {
+    /// Scalar `[1]`; differentiable when the inputs were.
+    pub loss: Tensor<1>,
+    /// `loss` as a number (no extra device read needed).
+    pub value: f64,
+    /// Number of scored tokens.
+    pub tokens: usize,
+}
+
+/// Tied-head logits `hidden · Eᵀ` with Gemma's optional final soft-capping; the same
+/// computation as [`Gemma3::lm_head`], but on any embedding tensor (a detached leaf here).
+pub fn head_logits(embed: Tensor<2>, hidden: Tensor<2>, softcap: Option<f64>) -> Tensor<2> {
+    let logits = hidden.matmul(embed.transpose());
+    match softcap {
+        Some(cap) => (logits / cap).tanh() * cap,
+        None => logits,
+    }
+}
+
+/// Summed cross-entropy of `logits [n, V]` against `targets` (n ids).
+pub fn cross_entropy_sum(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+    let n = targets.len();
+    let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &logits.device());
+    log_softmax(logits, 1).gather(1, ids).sum().neg()
+}
+
+/// Mean next-token cross-entropy over `targets` of `hidden [B, T, H]` (final-normed).
+pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize) -> LossOutput {
+    chunked_lm_loss_scaled(lm, hidden, targets, chunk_rows, targets.len() as f64)
+}
+
+/// Like [`chunked_lm_loss`] but divided by `denom` instead of the batch's own token count,
+/// so micro-batches of one accumulated step add up to the step's mean.
+pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
+    chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {
+        cross_entropy_sum(logits, &targets.ids[rows])
+    })
+}
+
+/// The generic chunked loss: `per_chunk(logits, rows)` gets the logits `[rows.len(), V]` of
+/// the gathered positions `positions[rows]` and returns their **summed** loss (any
+/// differentiable function of the logits — distillation compares them to a teacher's). The
+/// total is divided by `denom`.
+pub fn chunked_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, mut per_chunk: F) -> LossOutput
+where
+    F: FnMut(Tensor<2>, Range<usize>) -> Tensor<1>,
+{
+    assert!(chunk_rows > 0, "chunk_rows must be positive");
+    let device = hidden.device();
+    let n = positions.len();
+    if n == 0 {
+        let zero = Tensor::<1>::zeros([1], &device);
+        // Keep the graph connected so backward on an empty batch is harmless.
+        let loss = if hidden.is_tracked() { zero + hidden.sum() * 0.0 } else { zero };
+        return LossOutput { loss, value: 0.0, tokens: 0 };
+    }
+    let [b, t, h] = hidden.dims();
+    let idx: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
+    let rows = hidden.reshape([b * t, h]).select(0, idx);
+    let embed = lm.embed_tokens.val();
+    let softcap = lm.config.final_logit_softcapping;
+    let chunks = (0..n).step_by(chunk_rows).map(|s| s..(s + chunk_rows).min(n));
+
+    let rows_need_grad = rows.is_tracked();
+    let embed_needs_grad = embed.is_require_grad();
+    if !rows_need_grad && !embed_needs_grad {
+        // Evaluation: values only.
+        let mut total = 0.0f64;
+        for r in chunks {
+            let logits = head_logits(embed.clone(), rows.clone().narrow(0, r.start, r.len()), softcap);
+            total += per_chunk(logits, r).into_scalar::<f32>() as f64;
+        }
+        let value = total / denom;
+        return LossOutput { loss: Tensor::from_data(TensorData::new(vec![value as f32], [1]), &device), value, tokens: n };
+    }
+
+    let rows_plain = rows.clone().inner();
+    let embed_leaf = if embed_needs_grad { embed.clone().inner().autodiff().require_grad() } else { embed.clone().inner() };
+    let mut total = 0.0f64;
+    let mut d_rows: Vec<Tensor<2>> = Vec::new();
+    let mut d_embed: Option<Tensor<2>> = None;
+    for r in chunks {
+        let len = r.len();
+        let h_leaf = rows_plain.clone().narrow(0, r.start, len).autodiff();
+        let h_leaf = if rows_need_grad { h_leaf.require_grad() } else { h_leaf };
+        let chunk_loss = per_chunk(head_logits(embed_leaf.clone(), h_leaf.clone(), softcap), r);
+        total += chunk_loss.clone().inner().into_scalar::<f32>() as f64;
+        let mut grads = chunk_loss.backward();
+        if rows_need_grad {
+            d_rows.push(h_leaf.grad_remove(&mut grads).expect("chunk rows were used"));
+        }
+        if embed_needs_grad {
+            let g = embed_leaf.grad_remove(&mut grads).expect("embedding was used");
+            d_embed = Some(match d_embed {
+                Some(acc) => acc + g,
+                None => g,
+            });
+        }
+    }
+    let scale = 1.0 / denom;
+    let mut surrogate: Option<Tensor<1>> = None;
+    let mut add = |term: Tensor<1>| {
+        surrogate = Some(match surrogate.take() {
+            Some(s) => s + term,
+            None => term,
+        })
+    };
+    if rows_need_grad {
+        add((rows * (Tensor::cat(d_rows, 0) * scale)).sum());
+    }
+    if let Some(de) = d_embed {
+        add((embed * (de * scale)).sum());
+    }
+    let s = surrogate.expect("something needs a gradient");
+    let value = total / denom;
+    let loss = s.clone() - s.detach() + value as f32;
+    LossOutput { loss, value, tokens: n }
+}

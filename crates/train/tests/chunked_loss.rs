@@ -1,0 +1,108 @@
+//! The chunked loss against plain full-logits cross-entropy on the tiny model.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use sweelol_train::{chunked_lm_loss, params, TokenBatch};
+
+/// Mean cross-entropy from the whole `[B*T, V]` logits, written out with logsumexp so it
+/// shares no code with the chunked path.
+fn full_logits_loss(model: &sweelol_gemma::Gemma3, tb: &TokenBatch, device: &Device) -> Tensor<1> {
+    let v = model.config.vocab_size;
+    let logits = model.forward(tb.input_tensor(device)).reshape([tb.batch_size * tb.seq_len, v]);
+    let n = tb.targets.len();
+    let pos: Vec<i64> = tb.targets.positions.iter().map(|&p| p as i64).collect();
+    let rows = logits.select(0, Tensor::<1, Int>::from_data(TensorData::new(pos, [n]), device));
+    let max = rows.clone().detach().max_dim(1);
+    let lse = (rows.clone() - max.clone()).exp().sum_dim(1).log() + max;
+    let ids: Vec<i64> = tb.targets.ids.iter().map(|&t| t as i64).collect();
+    let picked = rows.gather(1, Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), device));
+    (lse - picked).sum() / n as f32
+}
+
+fn grads_of(model: &sweelol_gemma::Gemma3, loss: Tensor<1>) -> BTreeMap<String, Vec<f32>> {
+    let mut g = loss.backward();
+    params::grads_by_path(model, &mut g)
+        .into_iter()
+        .map(|(k, t)| (k, t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn chunked_loss_and_gradients_match_full_logits() {
+    let device = Device::flex().autodiff();
+    let model = load_tiny(&device);
+    let tb = one_batch(&random_examples(3, 9, 21, 3, 512, 7));
+    assert!(tb.targets.len() > 20, "several chunks needed");
+
+    let full = full_logits_loss(&model, &tb, &device);
+    let full_value = full.clone().inner().into_scalar::<f32>() as f64;
+    let full_grads = grads_of(&model, full);
+    let n_params = params::param_infos(&model).len();
+    assert_eq!(full_grads.len(), n_params, "every parameter gets a gradient");
+
+    for chunk_rows in [1, 7, 10_000] {
+        let hidden = model.hidden_states(model.embed(tb.input_tensor(&device)), None);
+        let out = chunked_lm_loss(&model, hidden, &tb.targets, chunk_rows);
+        let tensor_value = out.loss.clone().inner().into_scalar::<f32>() as f64;
+        let diff = (out.value - full_value).abs();
+        println!("chunk_rows {chunk_rows}: loss {:.7} vs full {:.7}, |diff| = {diff:.2e}", out.value, full_value);
+        assert!(diff < 1e-5, "value differs by {diff}");
+        assert!((tensor_value - out.value).abs() < 1e-6, "returned tensor holds the value");
+
+        let grads = grads_of(&model, out.loss);
+        assert_eq!(grads.len(), n_params);
+        let mut worst = (0.0f32, String::new());
+        for (path, g) in &grads {
+            let d = max_abs_diff(g, &full_grads[path]);
+            if d > worst.0 {
+                worst = (d, path.clone());
+            }
+        }
+        let gmax = full_grads.values().flatten().fold(0.0f32, |m, x| m.max(x.abs()));
+        println!("chunk_rows {chunk_rows}: max |grad diff| = {:.2e} (at {}), max |grad| = {gmax:.2e}", worst.0, worst.1);
+        assert!(worst.0 < 1e-5, "gradient of {} differs by {}", worst.1, worst.0);
+    }
+}
+
+#[test]
+fn eval_mode_loss_needs_no_autodiff() {
+    let device = Device::flex();
+    let model = load_tiny(&device);
+    let tb = one_batch(&random_examples(2, 6, 12, 3, 512, 3));
+    let hidden = model.hidden_states(model.embed(tb.input_tensor(&device)), None);
+    let out = chunked_lm_loss(&model, hidden, &tb.targets, 4);
+    let full = full_logits_loss(&model, &tb, &device).into_scalar::<f32>() as f64;
+    assert!((out.value - full).abs() < 1e-5, "{} vs {full}", out.value);
+}
+
+#[test]
+fn accumulated_micro_batches_equal_one_big_batch() {
+    use sweelol_train::TrainableModel;
+    let device = Device::flex().autodiff();
+    let model = load_tiny(&device);
+    let examples = random_examples(4, 5, 15, 3, 512, 17);
+    let big = one_batch(&examples);
+    let (b1, b2) = (one_batch(&examples[..2]), one_batch(&examples[2..]));
+    let denom = (b1.targets.len() + b2.targets.len()) as f64;
+    assert_eq!(denom as usize, big.targets.len());
+
+    let whole = model.loss(&big, 8, denom);
+    let whole_grads = grads_of(&model, whole.loss);
+    let (o1, o2) = (model.loss(&b1, 8, denom), model.loss(&b2, 8, denom));
+    let value = o1.value + o2.value;
+    let (g1, g2) = (grads_of(&model, o1.loss), grads_of(&model, o2.loss));
+    assert!((value - whole.value).abs() < 1e-5, "{value} vs {}", whole.value);
+    let worst = whole_grads
+        .iter()
+        .map(|(k, g)| {
+            let sum: Vec<f32> = g1[k].iter().zip(&g2[k]).map(|(a, b)| a + b).collect();
+            max_abs_diff(&sum, g)
+        })
+        .fold(0.0f32, f32::max);
+    println!("accumulation: |value diff| {:.1e}, max |grad diff| {worst:.1e}", (value - whole.value).abs());
+    assert!(worst < 1e-5, "{worst}");
+}

@@ -1,0 +1,66 @@
+//! Shared helpers: the tiny fixture model and synthetic token data.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sweelol_dolly::{bucketed_batches, TokenizedExample};
+use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
+use sweelol_train::TokenBatch;
+
+pub fn tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-gemma3")
+}
+
+/// The tiny random Gemma-3 (vocab 512, hidden 64, 4 layers) on `device`.
+pub fn load_tiny(device: &Device) -> Gemma3 {
+    let dir = tiny_dir();
+    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
+    let weights = WeightMap::read_safetensors_dir(&dir).unwrap();
+    Gemma3::from_weights(&cfg, weights, device).unwrap()
+}
+
+/// Random sequences: `<bos>` then ids in `lo..hi`, lengths in `min_len..=max_len`, the
+/// first `prompt` tokens unscored.
+pub fn random_examples(n: usize, min_len: usize, max_len: usize, lo: u32, hi: u32, seed: u64) -> Vec<TokenizedExample> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let len = rng.random_range(min_len..=max_len);
+            let mut ids = vec![2u32];
+            ids.extend((1..len).map(|_| rng.random_range(lo..hi)));
+            example(ids, 3)
+        })
+        .collect()
+}
+
+/// Learnable sequences: `<bos>, a, a+1, a+2, …` (wrapping inside `lo..hi`).
+pub fn counting_examples(n: usize, len: usize, lo: u32, hi: u32, seed: u64) -> Vec<TokenizedExample> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let start = rng.random_range(lo..hi);
+            let mut ids = vec![2u32];
+            ids.extend((0..len - 1).map(|k| lo + (start - lo + k as u32) % (hi - lo)));
+            example(ids, 2)
+        })
+        .collect()
+}
+
+pub fn example(input_ids: Vec<u32>, prompt_len: usize) -> TokenizedExample {
+    let loss_mask = (0..input_ids.len()).map(|i| i >= prompt_len).collect();
+    TokenizedExample { input_ids, loss_mask, prompt_len }
+}
+
+/// All examples as one padded batch.
+pub fn one_batch(examples: &[TokenizedExample]) -> TokenBatch {
+    let batches = bucketed_batches(examples, examples.len(), 0).unwrap();
+    TokenBatch::from_dolly(&batches[0])
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
