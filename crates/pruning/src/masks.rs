@@ -267,7 +267,10 @@ impl Masks {
             }
         }
         let known: BTreeMap<&str, ([usize; 2], bool)> = expected.iter().map(|(n, s, t)| (n.as_str(), (*s, *t))).collect();
-        for name in st.names() {
+        // Sorted, so the error names the same tensor on every run.
+        let mut names = st.names();
+        names.sort_unstable();
+        for name in names {
             if !known.contains_key(name) {
                 return Err(file_err(path, format!("mask `{name}` matches no prunable tensor of the model")));
             }
