@@ -183,14 +183,20 @@ pub struct Attention {
     pub scaling: f64,
 }
 
+/// What a layer needs to know about the positions it runs on: RoPE tables
+/// `[1, 1, T, head_dim]` and the additive mask `[1, 1, T, T_past + T]`.
+struct Positions {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    mask: Tensor<4>,
+}
+
 impl Attention {
-    /// `x`: `[B, T, H]`; `mask`: additive `[1, 1, T, T_past + T]`.
+    /// `x`: `[B, T, H]`.
     fn forward(
         &self,
         x: Tensor<3>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
-        mask: &Tensor<4>,
+        pos: &Positions,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -200,8 +206,8 @@ impl Attention {
         let q = self.q_norm.forward(heads(&self.q_proj, nh)).swap_dims(1, 2);
         let k = self.k_norm.forward(heads(&self.k_proj, nkv)).swap_dims(1, 2);
         let v = heads(&self.v_proj, nkv).swap_dims(1, 2);
-        let q = Rope::apply(q, cos, sin);
-        let mut k = Rope::apply(k, cos, sin);
+        let q = Rope::apply(q, &pos.cos, &pos.sin);
+        let mut k = Rope::apply(k, &pos.cos, &pos.sin);
         let mut v = v;
         if let Some(slot) = cache {
             if let Some((k_past, v_past)) = slot.take() {
@@ -216,7 +222,7 @@ impl Attention {
         let groups = nh / nkv;
         let q = q.reshape([b, nkv, groups * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * self.scaling;
-        let scores = scores.reshape([b, nh, t, tk]) + mask.clone();
+        let scores = scores.reshape([b, nh, t, tk]) + pos.mask.clone();
         let probs = softmax(scores, 3).reshape([b, nkv, groups * t, tk]);
         let out = probs.matmul(v).reshape([b, nh, t, hd]);
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
@@ -295,12 +301,10 @@ impl DecoderLayer {
     fn forward(
         &self,
         x: Tensor<3>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
-        mask: &Tensor<4>,
+        pos: &Positions,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), cos, sin, mask, cache);
+        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), pos, cache);
         let x = x + self.post_attention_layernorm.forward(attn);
         let ffw = self.mlp.forward(self.pre_feedforward_layernorm.forward(x.clone()));
         x + self.post_feedforward_layernorm.forward(ffw)
@@ -359,19 +363,21 @@ impl Gemma3 {
         let [_, t, _] = embeds.dims();
         let device = embeds.device();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let (cos_l, sin_l) = self.rope_local.tables(past, t, &device);
-        let (cos_g, sin_g) = self.rope_global.tables(past, t, &device);
-        let mask_sliding = attention_mask(past, t, Some(self.config.sliding_window), &device);
-        let mask_full = attention_mask(past, t, None, &device);
+        let positions = |rope: &Rope, window: Option<usize>| {
+            let (cos, sin) = rope.tables(past, t, &device);
+            Positions { cos, sin, mask: attention_mask(past, t, window, &device) }
+        };
+        let sliding = positions(&self.rope_local, Some(self.config.sliding_window));
+        let full = positions(&self.rope_global, None);
 
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
-            let (cos, sin, mask) = match layer.layer_type {
-                LayerType::SlidingAttention => (&cos_l, &sin_l, &mask_sliding),
-                LayerType::FullAttention => (&cos_g, &sin_g, &mask_full),
+            let pos = match layer.layer_type {
+                LayerType::SlidingAttention => &sliding,
+                LayerType::FullAttention => &full,
             };
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, cos, sin, mask, slot);
+            x = layer.forward(x, pos, slot);
         }
         if let Some(c) = cache {
             c.len += t;
