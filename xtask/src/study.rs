@@ -202,7 +202,8 @@ fn row_run_config(preset: &Preset, row: Row, row_dir: &Path, teacher: Option<&Pa
 /// Runs the study described by `preset_path` into `results/<name>/`.
 pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, results_root: &Path) -> Result<()> {
     let preset = Preset::load(preset_path)?;
-    let run_dir = results_root.join(&preset.name);
+    // Absolute, so technique tables (resolved against their config file) land here too.
+    let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     std::fs::create_dir_all(&run_dir)?;
     let started = Instant::now();
     let mut results: BTreeMap<Row, RowResult> = BTreeMap::new();
