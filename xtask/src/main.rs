@@ -197,9 +197,8 @@ fn main() -> Result<()> {
             if pre.prefix.is_some() {
                 anyhow::bail!("a prompt-tuning adapter cannot be merged into weights; use it with --adapter instead");
             }
-            pre.model.save_hf(&out).with_context(|| format!("exporting to {}", out.display()))?;
-            let tok_path = out.join("tokenizer.json");
-            pre.tokenizer.inner().save(&tok_path, false).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+            sweelol_gemma::save_hf_dir(&pre.model, &pre.tokenizer, &out)
+                .with_context(|| format!("exporting to {}", out.display()))?;
             println!("wrote {}", out.display());
         }
     }

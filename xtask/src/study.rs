@@ -178,7 +178,6 @@ pub struct RowResult {
 fn row_run_config(preset: &Preset, row: Row, row_dir: &Path, teacher: Option<&Path>) -> Result<RunConfig> {
     let path = preset.row_config(row).expect("training row");
     let mut cfg = RunConfig::load(path).with_context(|| format!("{} config", row.label()))?;
-    cfg.output.dir = row_dir.join("train");
     let o = &preset.overrides;
     if let Some(n) = o.n_train {
         cfg.data.n_train = n;

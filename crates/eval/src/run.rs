@@ -1,7 +1,6 @@
 //! Runs tasks, writes `<task>.jsonl` line by line (so a killed run resumes where it
 //! stopped), `summary.json`, and the printed table.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -192,16 +191,4 @@ pub fn format_table(summary: &EvalSummary) -> String {
         s += &format!("| Average MMLU | | {:.2} | | |\n", 100.0 * avg);
     }
     s
-}
-
-/// Loads `summary.json` of a finished evaluation.
-pub fn read_summary(dir: &Path) -> Result<EvalSummary, EvalError> {
-    let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| file_err(&path, e))
-}
-
-/// Per-task acc by name, for reports.
-pub fn acc_by_task(summary: &EvalSummary) -> BTreeMap<String, f64> {
-    summary.tasks.iter().map(|t| (t.task.clone(), t.acc.value)).collect()
 }
