@@ -1,23 +1,6 @@
-use std::fmt;
 use std::path::PathBuf;
 
-/// Where in a file a bad record sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// 1-based line number of a JSON Lines file.
-    Line(usize),
-    /// 0-based row index of a parquet file (counted across row groups).
-    Row(usize),
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Place::Line(n) => write!(f, "line {n}"),
-            Place::Row(n) => write!(f, "row {n} (0-based)"),
-        }
-    }
-}
+pub use sweelol_records::Place;
 
 /// Everything that can go wrong; file errors always carry the path and, for a bad record, its place.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::DollyError;
 use crate::load::DollyRecord;
-use crate::text::py_strip;
+use sweelol_records::py_strip;
 
 pub const START_OF_TURN: &str = "<start_of_turn>";
 pub const END_OF_TURN: &str = "<end_of_turn>";

@@ -11,14 +11,13 @@ mod error;
 mod format;
 mod load;
 mod subset;
-mod text;
 
 pub use batch::{bucketed_batches, Batch, BUCKET_CHUNK_BATCHES, PAD_ID};
-pub use error::{DollyError, Place};
+pub use error::DollyError;
 pub use format::{
     load_tokenizer, prompt_text, target_text, tokenize, tokenize_all, user_text, TokenizeConfig,
     TokenizedExample, BOS_ID, END_OF_TURN, END_OF_TURN_ID, START_OF_TURN, START_OF_TURN_ID,
 };
 pub use load::{category_counts, load, DollyRecord, CATEGORIES};
 pub use subset::{subset, train_eval_split, EvalSize, SubsetSpec};
-pub use text::py_strip;
+pub use sweelol_records::{py_strip, Place};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{DollyError, Place};
-use crate::text::py_strip;
+use sweelol_records::py_strip;
 
 /// The eight categories of databricks-dolly-15k; anything else means a wrong or corrupted file.
 pub const CATEGORIES: [&str; 8] = [

@@ -32,7 +32,7 @@ pub struct DocResult {
 /// lm-eval's `_encode_pair`: `(context_ids, continuation_ids)`.
 pub fn encode_pair(tok: &GemmaTokenizer, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
     // Python's rstrip(): Rust's whitespace set lacks U+001C..U+001F.
-    let trimmed = context.trim_end_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+    let trimmed = sweelol_records::py_rstrip(context);
     let (context, continuation) = if trimmed.len() < context.len() {
         (trimmed, format!("{}{}", &context[trimmed.len()..], continuation))
     } else {

@@ -4,12 +4,12 @@
 pub mod hellaswag;
 pub mod mmlu;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+pub use sweelol_records::{py_strip, Place};
 
 /// lm-eval's default `target_delimiter`, put between context and choice.
 pub const TARGET_DELIMITER: &str = " ";
@@ -65,24 +65,6 @@ pub struct Task {
     pub docs: Vec<McDoc>,
     /// lm-eval reports `acc_norm` for hellaswag but only `acc` for mmlu.
     pub reports_acc_norm: bool,
-}
-
-/// Where in a file a bad row sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// 1-based line number (JSON Lines; for CSV the line where the record starts).
-    Line(usize),
-    /// 0-based row index of a parquet file, counted across row groups.
-    Row(usize),
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Place::Line(n) => write!(f, "line {n}"),
-            Place::Row(n) => write!(f, "row {n} (0-based)"),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,16 +184,6 @@ pub fn load_task(
 }
 
 // ------------------------------------------------------------------ shared helpers
-
-/// Python's `str.isspace()`: Rust's `char::is_whitespace` lacks U+001C..U+001F.
-fn py_isspace(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// Python's `str.strip()` with no arguments.
-pub fn py_strip(s: &str) -> &str {
-    s.trim_matches(py_isspace)
-}
 
 /// Parquet files in `dir` named `<split>-*.parquet`, in name order (shards are numbered).
 fn parquet_shards(dir: &Path, split: &str) -> Vec<PathBuf> {
