@@ -153,11 +153,20 @@ pub struct StageRecord {
     pub adapter: Option<PathBuf>,
 }
 
-fn read_stage(path: &Path) -> Option<StageRecord> {
+/// Which model a row's per-document eval outputs belong to, and the seconds spent on them
+/// over every invocation (so a resumed row still reports its real eval time).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct EvalStage {
+    /// The training stage's config hash, or the base model's source for Baseline.
+    model: String,
+    seconds: f64,
+}
+
+fn read_stage<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-fn write_stage(path: &Path, rec: &StageRecord) -> Result<()> {
+fn write_stage<T: Serialize>(path: &Path, rec: &T) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(rec)?)?;
     std::fs::rename(&tmp, path)?;
@@ -224,13 +233,14 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
             .map(|t| PathBuf::from(&t.model_source));
 
         // Stage 1: train (or prune).
+        let mut trained_now = false;
         let train = match row {
             Row::Baseline => None,
             _ => {
                 let cfg = row_run_config(&preset, row, &row_dir, teacher.as_deref())?;
                 let hash = cfg.hash();
                 let stage_path = row_dir.join("stage-train.json");
-                match read_stage(&stage_path) {
+                match read_stage::<StageRecord>(&stage_path) {
                     Some(rec) if rec.hash == hash => {
                         eprintln!("{}: trained earlier (same config hash), skipping", row.label());
                         Some(rec)
@@ -238,6 +248,7 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
                     _ => {
                         let t0 = Instant::now();
                         let out = crate::train::run_config(&cfg, backend)?;
+                        trained_now = true;
                         let rec = StageRecord {
                             hash,
                             seconds: t0.elapsed().as_secs_f64(),
@@ -262,6 +273,17 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
             Some(t) => (t.model_source.clone(), t.adapter.clone()),
         };
         let eval_dir = row_dir.join("eval");
+        // Per-document results resume only onto the model that produced them: a row trained
+        // again (its config changed) is evaluated from scratch.
+        let model_id = train.as_ref().map_or_else(|| base_source.clone(), |t| t.hash.clone());
+        let eval_stage_path = row_dir.join("stage-eval.json");
+        let previous = read_stage::<EvalStage>(&eval_stage_path);
+        let stale = trained_now || previous.as_ref().is_some_and(|p| p.model != model_id);
+        if stale && eval_dir.exists() {
+            eprintln!("{}: the model changed since its last evaluation; evaluating again", row.label());
+            std::fs::remove_dir_all(&eval_dir).with_context(|| format!("removing {}", eval_dir.display()))?;
+        }
+        let earlier_seconds = previous.filter(|_| !stale).map_or(0.0, |p| p.seconds);
         let t0 = Instant::now();
         let device = backend.device();
         let loaded = load_model(&source, adapter.as_deref(), false, &device)?;
@@ -275,9 +297,13 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
             out_dir: eval_dir.clone(),
             show_progress: true,
         };
-        let summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", row.label()))?;
+        let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", row.label()))?;
+        let eval_seconds = earlier_seconds + t0.elapsed().as_secs_f64();
+        write_stage(&eval_stage_path, &EvalStage { model: model_id, seconds: eval_seconds })?;
+        let docs: usize = summary.tasks.iter().map(|t| t.n).sum();
+        summary.docs_per_second = docs as f64 / eval_seconds.max(1e-9);
         eprintln!("{}", format_table(&summary));
-        results.insert(row, RowResult { row, train, eval: summary, eval_dir, eval_seconds: t0.elapsed().as_secs_f64() });
+        results.insert(row, RowResult { row, train, eval: summary, eval_dir, eval_seconds });
     }
     if results.values().all(|r| r.eval.tasks.is_empty()) {
         bail!("no row was evaluated");
