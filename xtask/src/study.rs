@@ -223,14 +223,18 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
         let selected = only.map_or(true, |o| o == row);
         // KD needs the teacher even when only KD was asked for.
         let needed_as_teacher = only == Some(Row::KdPruned) && row == Row::FullFinetune;
-        if !selected && !needed_as_teacher {
-            continue;
-        }
-        eprintln!("== {} ==", row.label());
         let teacher = results
             .get(&Row::FullFinetune)
             .and_then(|r| r.train.as_ref())
             .map(|t| PathBuf::from(&t.model_source));
+        if !selected && !needed_as_teacher {
+            // Not run now; its earlier results still go into the table if they are current.
+            if let Some(done) = finished_row(&preset, row, &row_dir, teacher.as_deref(), &base_source) {
+                results.insert(row, done);
+            }
+            continue;
+        }
+        eprintln!("== {} ==", row.label());
 
         // Stage 1: train (or prune).
         let mut trained_now = false;
@@ -300,8 +304,7 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
         let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", row.label()))?;
         let eval_seconds = earlier_seconds + t0.elapsed().as_secs_f64();
         write_stage(&eval_stage_path, &EvalStage { model: model_id, seconds: eval_seconds })?;
-        let docs: usize = summary.tasks.iter().map(|t| t.n).sum();
-        summary.docs_per_second = docs as f64 / eval_seconds.max(1e-9);
+        set_eval_rate(&mut summary, eval_seconds);
         eprintln!("{}", format_table(&summary));
         results.insert(row, RowResult { row, train, eval: summary, eval_dir, eval_seconds });
     }
@@ -312,6 +315,39 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
     println!("study `{}` written to {}", preset.name, run_dir.display());
     println!("{}", std::fs::read_to_string(run_dir.join("table.md"))?);
     Ok(())
+}
+
+/// A row that an earlier invocation finished, read back from `row_dir`, or `None` if it is
+/// missing or stale (its training config or the eval settings changed since).
+fn finished_row(preset: &Preset, row: Row, row_dir: &Path, teacher: Option<&Path>, base_source: &str) -> Option<RowResult> {
+    let train = match row {
+        Row::Baseline => None,
+        _ => {
+            let hash = row_run_config(preset, row, row_dir, teacher).ok()?.hash();
+            Some(read_stage::<StageRecord>(&row_dir.join("stage-train.json")).filter(|r| r.hash == hash)?)
+        }
+    };
+    let model_id = train.as_ref().map_or_else(|| base_source.to_string(), |t| t.hash.clone());
+    let eval_dir = row_dir.join("eval");
+    let mut eval: EvalSummary = read_stage(&eval_dir.join("summary.json"))?;
+    // Results from before stage-eval.json existed are taken as they are.
+    let seconds = match read_stage::<EvalStage>(&row_dir.join("stage-eval.json")) {
+        Some(stage) if stage.model != model_id => return None,
+        Some(stage) => stage.seconds,
+        None => eval.seconds,
+    };
+    set_eval_rate(&mut eval, seconds);
+    let tasks: Vec<&String> = eval.tasks.iter().map(|t| &t.task).collect();
+    let same_settings = eval.limit == Some(preset.eval.limit)
+        && eval.num_fewshot == preset.eval.num_fewshot
+        && tasks == preset.eval.tasks.iter().collect::<Vec<_>>();
+    same_settings.then_some(RowResult { row, train, eval, eval_dir, eval_seconds: seconds })
+}
+
+/// Docs/s over all the time a row's eval took, not only this invocation's share.
+fn set_eval_rate(summary: &mut EvalSummary, seconds: f64) {
+    let docs: usize = summary.tasks.iter().map(|t| t.n).sum();
+    summary.docs_per_second = docs as f64 / seconds.max(1e-9);
 }
 
 fn empty_summary() -> EvalSummary {
