@@ -249,7 +249,17 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
                         eprintln!("{}: trained earlier (same config hash), skipping", row.label());
                         Some(rec)
                     }
-                    _ => {
+                    previous => {
+                        if previous.is_some() {
+                            // Finished under another config: its checkpoints cannot be resumed
+                            // under this one, and its model is about to be replaced.
+                            eprintln!("{}: config changed since it was trained; training again", row.label());
+                            std::fs::remove_file(&stage_path).ok();
+                            let old = &cfg.output.dir;
+                            if old.exists() {
+                                std::fs::remove_dir_all(old).with_context(|| format!("removing {}", old.display()))?;
+                            }
+                        }
                         let t0 = Instant::now();
                         let out = crate::train::run_config(&cfg, backend)?;
                         trained_now = true;
