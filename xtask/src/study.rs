@@ -162,6 +162,16 @@ struct EvalStage {
     seconds: f64,
 }
 
+/// Files in a row's directory recording its finished stages.
+const TRAIN_STAGE: &str = "stage-train.json";
+const EVAL_STAGE: &str = "stage-eval.json";
+
+/// The identity of the model a row evaluates: its training config hash, or for Baseline
+/// the base model's source.
+fn eval_model_id(train: Option<&StageRecord>, base_source: &str) -> String {
+    train.map_or_else(|| base_source.to_string(), |t| t.hash.clone())
+}
+
 fn read_stage<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
@@ -216,6 +226,7 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
     let started = Instant::now();
     let mut results: BTreeMap<Row, RowResult> = BTreeMap::new();
     let base_source = RunConfig::load(&preset.rows.full_finetune)?.model.source.clone();
+    let device = backend.device();
 
     for row in Row::ALL {
         let row_dir = run_dir.join(row.dir_name());
@@ -243,7 +254,7 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
             _ => {
                 let cfg = row_run_config(&preset, row, &row_dir, teacher.as_deref())?;
                 let hash = cfg.hash();
-                let stage_path = row_dir.join("stage-train.json");
+                let stage_path = row_dir.join(TRAIN_STAGE);
                 match read_stage::<StageRecord>(&stage_path) {
                     Some(rec) if rec.hash == hash => {
                         eprintln!("{}: trained earlier (same config hash), skipping", row.label());
@@ -289,8 +300,8 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
         let eval_dir = row_dir.join("eval");
         // Per-document results resume only onto the model that produced them: a row trained
         // again (its config changed) is evaluated from scratch.
-        let model_id = train.as_ref().map_or_else(|| base_source.clone(), |t| t.hash.clone());
-        let eval_stage_path = row_dir.join("stage-eval.json");
+        let model_id = eval_model_id(train.as_ref(), &base_source);
+        let eval_stage_path = row_dir.join(EVAL_STAGE);
         let previous = read_stage::<EvalStage>(&eval_stage_path);
         let stale = trained_now || previous.as_ref().is_some_and(|p| p.model != model_id);
         if stale && eval_dir.exists() {
@@ -299,7 +310,6 @@ pub fn run_study(preset_path: &Path, only: Option<Row>, backend: &BackendKind, r
         }
         let earlier_seconds = previous.filter(|_| !stale).map_or(0.0, |p| p.seconds);
         let t0 = Instant::now();
-        let device = backend.device();
         let loaded = load_model(&source, adapter.as_deref(), false, &device)?;
         let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
         scorer.prefix = loaded.prefix.clone();
@@ -334,14 +344,14 @@ fn finished_row(preset: &Preset, row: Row, row_dir: &Path, teacher: Option<&Path
         Row::Baseline => None,
         _ => {
             let hash = row_run_config(preset, row, row_dir, teacher).ok()?.hash();
-            Some(read_stage::<StageRecord>(&row_dir.join("stage-train.json")).filter(|r| r.hash == hash)?)
+            Some(read_stage::<StageRecord>(&row_dir.join(TRAIN_STAGE)).filter(|r| r.hash == hash)?)
         }
     };
-    let model_id = train.as_ref().map_or_else(|| base_source.to_string(), |t| t.hash.clone());
+    let model_id = eval_model_id(train.as_ref(), base_source);
     let eval_dir = row_dir.join("eval");
     let mut eval: EvalSummary = read_stage(&eval_dir.join("summary.json"))?;
     // Results from before stage-eval.json existed are taken as they are.
-    let seconds = match read_stage::<EvalStage>(&row_dir.join("stage-eval.json")) {
+    let seconds = match read_stage::<EvalStage>(&row_dir.join(EVAL_STAGE)) {
         Some(stage) if stage.model != model_id => return None,
         Some(stage) => stage.seconds,
         None => eval.seconds,
