@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use sweelol_backend::BackendKind;
+use burn::tensor::Device;
 use sweelol_eval::{evaluate, EvalOptions, Scorer};
-use sweelol_train::RunConfig;
 
+use crate::config::{self, TechniqueConfig};
 use crate::model_loading::load_model;
 use crate::report::peak_rss_mib;
 
@@ -28,37 +28,51 @@ fn steady_tokens_per_s(metrics: &Path) -> Option<f64> {
     (!steady.is_empty()).then(|| steady.iter().sum::<f64>() / steady.len() as f64)
 }
 
-pub fn run_bench(out: &Path, steps: usize, docs: usize, backend: &BackendKind) -> Result<()> {
+/// Batch 4 x 256, long examples only, no eval or checkpoints in the timing.
+fn bench_sized(cfg: &mut sweelol_train::RunConfig, steps: usize) {
+    cfg.data.n_train = 4 * (steps + 1);
+    cfg.data.n_eval = 0;
+    cfg.data.max_len = 256;
+    cfg.train.batch_size = 4;
+    cfg.train.grad_accum = 1;
+    cfg.train.max_steps = Some(steps + 1);
+    cfg.train.eval_every = 0;
+    cfg.train.checkpoint_every = 0;
+    cfg.output.resume = false;
+    cfg.output.progress = false;
+}
+
+pub fn run_bench(out: &Path, steps: usize, docs: usize, device: &Device, backend: &str) -> Result<()> {
     let root = crate::repo_root();
     let scratch = std::env::temp_dir().join(format!("sweelol-bench-{}", std::process::id()));
     let mut train = serde_json::Map::new();
     let teacher = scratch.join("teacher");
+    let pruned = scratch.join("pruned");
     for name in TECHNIQUE_CONFIGS {
-        let mut cfg = RunConfig::load(&root.join("configs").join(format!("{name}.toml")))
+        let mut cfg = config::load(&root.join("configs").join(format!("{name}.toml")))
             .with_context(|| format!("configs/{name}.toml"))?;
-        // Batch 4 x 256, long examples only, no eval or checkpoints in the timing.
-        cfg.data.n_train = 4 * (steps + 1);
-        cfg.data.n_eval = 0;
-        cfg.data.max_len = 256;
-        cfg.train.batch_size = 4;
-        cfg.train.grad_accum = 1;
-        cfg.train.max_steps = Some(steps + 1);
-        cfg.train.eval_every = 0;
-        cfg.train.checkpoint_every = 0;
-        cfg.output.resume = false;
-        cfg.output.progress = false;
-        let row_dir = scratch.join(name);
-        let teacher_dir = (name == "kd-pruned").then(|| teacher.join("model"));
-        crate::train::redirect_outputs(&mut cfg, &row_dir, teacher_dir.as_deref())?;
+        bench_sized(&mut cfg.run, steps);
+        crate::train::redirect_outputs(&mut cfg, &scratch.join(name));
+        if let TechniqueConfig::Distill(d) = &mut cfg.technique {
+            // The KD bench distils the (barely trained) full fine-tune into the pruned
+            // model, as the study does.
+            cfg.run.model.source = pruned.join("model").display().to_string();
+            d.masks = Some(pruned.join("model").join(sweelol_pruning::MASKS_FILE));
+            d.teacher = Some(teacher.join("model").display().to_string());
+        }
         eprintln!("bench: {name}");
         let t0 = Instant::now();
-        let result = crate::train::run_config(&cfg, backend)?;
-        if name == "full-finetune" {
-            // The KD bench distils from this (barely trained) model.
-            std::fs::create_dir_all(&teacher)?;
-            std::fs::rename(&result.model_source, teacher.join("model")).ok();
+        let result = crate::train::run_technique(&cfg, device)?;
+        let keep_as = match name {
+            "full-finetune" => Some(&teacher),
+            "finetuned-pruned" => Some(&pruned),
+            _ => None,
+        };
+        if let Some(dir) = keep_as {
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&result.model_source, dir.join("model")).ok();
         }
-        let tps = steady_tokens_per_s(&cfg.output.dir.join("metrics.jsonl"));
+        let tps = steady_tokens_per_s(&cfg.run.output.dir.join("metrics.jsonl"));
         train.insert(
             name.to_string(),
             json!({"tokens_per_s": tps, "steps_timed": steps, "batch": [4, 256],
@@ -67,8 +81,7 @@ pub fn run_bench(out: &Path, steps: usize, docs: usize, backend: &BackendKind) -
         );
     }
 
-    let device = backend.device();
-    let loaded = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, &device)?;
+    let loaded = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
     let scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     let mut eval = serde_json::Map::new();
     for task in sweelol_eval::tasks::STUDY_TASKS {
@@ -84,7 +97,7 @@ pub fn run_bench(out: &Path, steps: usize, docs: usize, backend: &BackendKind) -
         eval.insert(task.to_string(), json!({"docs": docs, "docs_per_s": s.docs_per_second}));
     }
     let report = json!({
-        "backend": backend.to_string(),
+        "backend": backend,
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "train_step": train,
         "eval": eval,

@@ -12,7 +12,9 @@ use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
 use sweelol_gemma::{ChatMessage, GemmaTokenizer};
 
 mod bench;
+mod config;
 mod model_loading;
+mod preset;
 mod report;
 mod study;
 mod train;
@@ -85,7 +87,7 @@ enum Command {
         preset: String,
         /// Run only this row (KD-Pruned also runs Full-Finetune, its teacher).
         #[arg(long, value_enum)]
-        only: Option<study::Row>,
+        only: Option<preset::Row>,
         /// Where results/<preset>/ goes.
         #[arg(long, default_value = "results")]
         results: PathBuf,
@@ -133,6 +135,7 @@ fn repo_root() -> PathBuf {
 /// `../shared/data` beside the repository, unless `SWEELOL_DATA` says otherwise.
 pub(crate) fn default_data_root() -> PathBuf {
     std::env::var_os("SWEELOL_DATA")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
 }
@@ -192,16 +195,16 @@ fn main() -> Result<()> {
                 out.display()
             );
         }
-        Command::Train { config } => train::run_train(&config, &cli.backend)?,
+        Command::Train { config } => train::run_train(&config, &device)?,
         Command::Study { preset, only, results } => {
             let path = if preset.ends_with(".toml") {
                 PathBuf::from(preset)
             } else {
                 repo_root().join("configs/study").join(format!("{preset}.toml"))
             };
-            study::run_study(&path, only, &cli.backend, &results)?;
+            study::run_study(&path, only, &device, &cli.backend.to_string(), &results)?;
         }
-        Command::Bench { out, steps, docs } => bench::run_bench(&out, steps, docs, &cli.backend)?,
+        Command::Bench { out, steps, docs } => bench::run_bench(&out, steps, docs, &device, &cli.backend.to_string())?,
         Command::Export { model, adapter, out } => {
             let pre = load_model(&model, adapter.as_deref(), true, &device)?;
             if pre.prefix.is_some() {

@@ -8,10 +8,9 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde_json::json;
-use sweelol_backend::BackendKind;
 use sweelol_eval::DocResult;
 
-use crate::study::{Preset, Row, RowResult};
+use crate::preset::{Preset, Row, RowResult};
 
 /// The published study's numbers (bf16 hub weights, limit 200), in percent, for the rows
 /// the issue tracker gives; rows it does not give are left blank.
@@ -64,85 +63,105 @@ fn read_docs(path: &Path) -> Vec<DocResult> {
         .unwrap_or_default()
 }
 
-pub fn write_report(
-    run_dir: &Path,
-    preset: &Preset,
-    backend: &BackendKind,
-    results: &BTreeMap<Row, RowResult>,
-    wall_seconds: f64,
-) -> Result<()> {
-    let tasks = &preset.eval.tasks;
-    let baseline = results.get(&Row::Baseline);
-    let mut md = String::new();
-    let mut csv = String::from("row,source,task,acc,ci95_low,ci95_high,acc_norm,published,diff_vs_published,p_vs_baseline\n");
-    let mut rows_json = Vec::new();
+/// One row and task of the table: everything the four renderings show.
+struct Cell {
+    task: String,
+    /// Accuracy in %, its 95% CI bounds, acc_norm in % (HellaSwag).
+    acc: f64,
+    ci95: [f64; 2],
+    half_width: f64,
+    acc_norm: Option<f64>,
+    n: usize,
+    published: Option<f64>,
+    /// Exact McNemar p against Baseline (None for Baseline itself).
+    p_vs_baseline: Option<f64>,
+}
 
+/// One row of the table.
+struct TableRow<'a> {
+    result: &'a RowResult,
+    /// One per preset task; `None` where the row has no result for it.
+    cells: Vec<Option<Cell>>,
+    average_mmlu: Option<f64>,
+    published_average_mmlu: Option<f64>,
+}
+
+/// McNemar's p of `ours` against `base` on one task's per-document files.
+fn p_vs_baseline(ours: &RowResult, base: &RowResult, task: &str) -> f64 {
+    let ours = read_docs(&ours.eval_dir.join(format!("{task}.jsonl")));
+    let base = read_docs(&base.eval_dir.join(format!("{task}.jsonl")));
+    let (mut only_base, mut only_ours) = (0, 0);
+    for (o, b) in ours.iter().zip(&base) {
+        match (b.acc > 0.5, o.acc > 0.5) {
+            (true, false) => only_base += 1,
+            (false, true) => only_ours += 1,
+            _ => {}
+        }
+    }
+    mcnemar_exact(only_base, only_ours)
+}
+
+/// The statistics of every evaluated row (first step of the report; rendering follows).
+fn table_rows<'a>(tasks: &[String], results: &'a BTreeMap<Row, RowResult>) -> Vec<TableRow<'a>> {
+    let baseline = results.get(&Row::Baseline);
+    let evaluated = results.iter().filter(|(_, r)| !r.eval.tasks.is_empty());
+    evaluated
+        .map(|(row, r)| {
+            let pubs = published(*row);
+            let cells = tasks
+                .iter()
+                .map(|task| {
+                    let t = r.eval.tasks.iter().find(|t| &t.task == task)?;
+                    Some(Cell {
+                        task: task.clone(),
+                        acc: 100.0 * t.acc.value,
+                        ci95: [100.0 * t.acc.ci95[0], 100.0 * t.acc.ci95[1]],
+                        half_width: 196.0 * t.acc.stderr,
+                        acc_norm: t.acc_norm.as_ref().map(|m| 100.0 * m.value),
+                        n: t.n,
+                        published: pubs.as_ref().and_then(|p| p.get(task.as_str()).copied()),
+                        p_vs_baseline: baseline.filter(|_| *row != Row::Baseline).map(|b| p_vs_baseline(r, b, task)),
+                    })
+                })
+                .collect();
+            TableRow {
+                result: r,
+                cells,
+                average_mmlu: r.eval.mmlu_average.map(|a| 100.0 * a),
+                published_average_mmlu: pubs.as_ref().and_then(|p| p.get("average_mmlu").copied()),
+            }
+        })
+        .collect()
+}
+
+fn render_markdown(rows: &[TableRow], preset: &Preset) -> Result<String> {
+    let tasks = &preset.eval.tasks;
+    let mut md = String::new();
     let header: Vec<String> = tasks.iter().map(|t| column(t)).collect();
     writeln!(md, "| Model | {} | Average MMLU |", header.join(" | "))?;
     writeln!(md, "|---|{}---:|", "---:|".repeat(tasks.len()))?;
-    for (row, r) in results.iter().filter(|(_, r)| !r.eval.tasks.is_empty()) {
-        let pubs = published(*row);
+    for r in rows {
         let mut cells = Vec::new();
-        let mut task_json = serde_json::Map::new();
-        for task in tasks {
-            let Some(t) = r.eval.tasks.iter().find(|t| &t.task == task) else {
-                cells.push("–".into());
+        for c in &r.cells {
+            let Some(c) = c else {
+                cells.push("–".to_string());
                 continue;
             };
-            let acc = 100.0 * t.acc.value;
-            let p_base = baseline.filter(|_| *row != Row::Baseline).map(|b| {
-                let ours = read_docs(&r.eval_dir.join(format!("{task}.jsonl")));
-                let base = read_docs(&b.eval_dir.join(format!("{task}.jsonl")));
-                let (mut only_base, mut only_ours) = (0, 0);
-                for (o, b) in ours.iter().zip(&base) {
-                    match (b.acc > 0.5, o.acc > 0.5) {
-                        (true, false) => only_base += 1,
-                        (false, true) => only_ours += 1,
-                        _ => {}
-                    }
-                }
-                mcnemar_exact(only_base, only_ours)
-            });
-            let published = pubs.as_ref().and_then(|p| p.get(task.as_str()).copied());
-            let mut cell = format!("{acc:.2} ±{:.1}", 196.0 * t.acc.stderr);
-            if let Some(p) = published {
-                write!(cell, " (pub. {p:.2}, {:+.2})", acc - p)?;
+            let mut cell = format!("{:.2} ±{:.1}", c.acc, c.half_width);
+            if let Some(p) = c.published {
+                write!(cell, " (pub. {p:.2}, {:+.2})", c.acc - p)?;
             }
-            if let Some(p) = p_base {
+            if let Some(p) = c.p_vs_baseline {
                 write!(cell, " p={p:.2}")?;
             }
             cells.push(cell);
-            let norm = t.acc_norm.as_ref().map(|m| 100.0 * m.value);
-            writeln!(
-                csv,
-                "{},{},{task},{acc:.4},{:.4},{:.4},{},{},{},{}",
-                row.label(),
-                r.train.as_ref().map_or("base".to_string(), |t| t.model_source.clone()),
-                100.0 * t.acc.ci95[0],
-                100.0 * t.acc.ci95[1],
-                norm.map_or(String::new(), |n| format!("{n:.4}")),
-                published.map_or(String::new(), |p| format!("{p:.2}")),
-                published.map_or(String::new(), |p| format!("{:.4}", acc - p)),
-                p_base.map_or(String::new(), |p| format!("{p:.4}")),
-            )?;
-            task_json.insert(
-                task.clone(),
-                json!({"acc": acc, "ci95": [100.0 * t.acc.ci95[0], 100.0 * t.acc.ci95[1]], "acc_norm": norm,
-                       "n": t.n, "published": published, "p_vs_baseline": p_base}),
-            );
         }
-        let avg = r.eval.mmlu_average.map(|a| 100.0 * a);
-        let pub_avg = pubs.as_ref().and_then(|p| p.get("average_mmlu").copied());
-        let avg_cell = match (avg, pub_avg) {
+        let avg_cell = match (r.average_mmlu, r.published_average_mmlu) {
             (Some(a), Some(p)) => format!("{a:.2} (pub. {p:.2}, {:+.2})", a - p),
             (Some(a), None) => format!("{a:.2}"),
             _ => "–".into(),
         };
-        writeln!(md, "| {} | {} | {avg_cell} |", row.label(), cells.join(" | "))?;
-        rows_json.push(json!({
-            "row": row.label(), "tasks": task_json, "average_mmlu": avg, "published_average_mmlu": pub_avg,
-            "train": r.train, "eval_seconds": r.eval_seconds, "docs_per_second": r.eval.docs_per_second,
-        }));
+        writeln!(md, "| {} | {} | {avg_cell} |", r.result.row.label(), cells.join(" | "))?;
     }
     writeln!(
         md,
@@ -150,32 +169,79 @@ pub fn write_report(
          weights); p = exact McNemar test of per-document correctness against Baseline. limit {}, {}-shot.",
         preset.eval.limit, preset.eval.num_fewshot
     )?;
-    std::fs::write(run_dir.join("table.md"), &md)?;
-    std::fs::write(run_dir.join("table.csv"), &csv)?;
-    std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&rows_json)?)?;
-    std::fs::write(run_dir.join("plot.svg"), svg_plot(tasks, results))?;
+    Ok(md)
+}
 
-    let configs: BTreeMap<String, String> = [
-        ("preset", preset.file.clone()),
-        ("pruning", preset.rows.pruning.clone()),
-        ("prompt_tune", preset.rows.prompt_tune.clone()),
-        ("full_finetune", preset.rows.full_finetune.clone()),
-        ("lora", preset.rows.lora.clone()),
-        ("finetuned_pruned", preset.rows.finetuned_pruned.clone()),
-        ("kd_pruned", preset.rows.kd_pruned.clone()),
-    ]
-    .into_iter()
-    .map(|(k, p)| (k.to_string(), std::fs::read_to_string(&p).unwrap_or_else(|e| format!("<{}: {e}>", p.display()))))
-    .collect();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let manifest = json!({
+fn render_csv(rows: &[TableRow]) -> Result<String> {
+    let mut csv = String::from("row,source,task,acc,ci95_low,ci95_high,acc_norm,published,diff_vs_published,p_vs_baseline\n");
+    let opt = |v: Option<f64>, digits: usize| v.map_or(String::new(), |x| format!("{x:.digits$}"));
+    for r in rows {
+        let source = r.result.train.as_ref().map_or("base".to_string(), |t| t.model_source.clone());
+        for c in r.cells.iter().flatten() {
+            writeln!(
+                csv,
+                "{},{source},{},{:.4},{:.4},{:.4},{},{},{},{}",
+                r.result.row.label(),
+                c.task,
+                c.acc,
+                c.ci95[0],
+                c.ci95[1],
+                opt(c.acc_norm, 4),
+                opt(c.published, 2),
+                opt(c.published.map(|p| c.acc - p), 4),
+                opt(c.p_vs_baseline, 4),
+            )?;
+        }
+    }
+    Ok(csv)
+}
+
+fn render_json(rows: &[TableRow]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let tasks: serde_json::Map<String, serde_json::Value> = r
+                .cells
+                .iter()
+                .flatten()
+                .map(|c| {
+                    let v = json!({"acc": c.acc, "ci95": c.ci95, "acc_norm": c.acc_norm, "n": c.n,
+                                   "published": c.published, "p_vs_baseline": c.p_vs_baseline});
+                    (c.task.clone(), v)
+                })
+                .collect();
+            json!({
+                "row": r.result.row.label(), "tasks": tasks, "average_mmlu": r.average_mmlu,
+                "published_average_mmlu": r.published_average_mmlu, "train": r.result.train,
+                "eval_seconds": r.result.eval_seconds, "docs_per_second": r.result.eval.docs_per_second,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+/// The commit the binary runs from, if `git` can tell.
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Everything that produced the table: configs (verbatim), commit, backend, stage times.
+fn manifest(preset: &Preset, backend: &str, results: &BTreeMap<Row, RowResult>, wall_seconds: f64) -> serde_json::Value {
+    let mut files = vec![("preset".to_string(), preset.file.clone())];
+    for row in Row::ALL {
+        if let Some(p) = preset.row_config(row) {
+            files.push((row.dir_name().to_string(), p.to_path_buf()));
+        }
+    }
+    let configs: BTreeMap<String, String> = files
+        .into_iter()
+        .map(|(k, p)| (k, std::fs::read_to_string(&p).unwrap_or_else(|e| format!("<{}: {e}>", p.display()))))
+        .collect();
+    json!({
         "preset": preset.name,
-        "commit": commit,
-        "backend": backend.to_string(),
+        "commit": git_commit(),
+        "backend": backend,
         "wall_seconds_this_invocation": wall_seconds,
         "peak_rss_mib": peak_rss_mib(),
         "stages": results.iter().map(|(row, r)| (row.label().to_string(), json!({
@@ -185,7 +251,23 @@ pub fn write_report(
             "eval_docs_per_second": r.eval.docs_per_second,
         }))).collect::<BTreeMap<_, _>>(),
         "configs": configs,
-    });
+    })
+}
+
+/// Writes table.md/.csv/.json, plot.svg and manifest.json into `run_dir`.
+pub fn write_report(
+    run_dir: &Path,
+    preset: &Preset,
+    backend: &str,
+    results: &BTreeMap<Row, RowResult>,
+    wall_seconds: f64,
+) -> Result<()> {
+    let rows = table_rows(&preset.eval.tasks, results);
+    std::fs::write(run_dir.join("table.md"), render_markdown(&rows, preset)?)?;
+    std::fs::write(run_dir.join("table.csv"), render_csv(&rows)?)?;
+    std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&render_json(&rows))?)?;
+    std::fs::write(run_dir.join("plot.svg"), svg_plot(&preset.eval.tasks, results))?;
+    let manifest = manifest(preset, backend, results, wall_seconds);
     std::fs::write(run_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(())
 }

@@ -8,8 +8,12 @@
 //! # beta = 0.5                  # only with divergence = "jsd"
 //! teacher_logits = "on_the_fly" # "on_the_fly" | "top_k"
 //! # k = 64                      # only with teacher_logits = "top_k"
-//! # teacher = "path/to/teacher" # teacher model source
+//! teacher = "path/to/teacher"   # teacher model source (required for training)
+//! # masks = "path/to/pruning_masks.safetensors"   # keep a pruned student's zeros
 //! ```
+//!
+//! The student is the run's `[model] source`: for KD-Pruned, the pruned model directory,
+//! with its masks file so the zeros survive training.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,9 +73,13 @@ pub struct DistillConfig {
     /// Number of cached teacher logits per token (default 64). Only with
     /// `teacher_logits = "top_k"`.
     pub k: Option<usize>,
-    /// The teacher model, as any source `sweelol_gemma::load_pretrained` accepts; `None`
-    /// leaves the choice to the runner.
+    /// The teacher model, as any source `sweelol_gemma::load_pretrained` accepts (a path is
+    /// relative to the config file). Required to train.
     pub teacher: Option<String>,
+    /// A masks file (`pruning_masks.safetensors`, written beside every pruned model): its
+    /// zeros are re-applied to the student after every step. `None`: the student trains
+    /// densely.
+    pub masks: Option<std::path::PathBuf>,
 }
 
 pub const DEFAULT_BETA: f64 = 0.5;
@@ -87,6 +95,7 @@ impl Default for DistillConfig {
             teacher_logits: TeacherLogits::OnTheFly,
             k: None,
             teacher: None,
+            masks: None,
         }
     }
 }

@@ -5,6 +5,34 @@
 //! - [`divergence`]: forward KL (Hinton), reverse KL, generalized JSD (GKD), per row.
 //! - [`loss`]: [`kd_loss`] on full teacher logits, [`kd_loss_topk`] on cached top-k.
 //! - [`topk`]: computing and caching a teacher's top-k logits.
+//! - [`run`]: a student (`[model] source`, optionally with a masks file whose zeros it keeps)
+//!   learns from a teacher, from a config. KD-Pruned is the pruned model learning from the
+//!   full fine-tune; the study wires the two in.
+//!
+//! Used on its own (here a tiny test model distilled into itself):
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use sweelol_distill::{run, DistillConfig};
+//! use sweelol_train::{testing, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};
+//!
+//! let work = std::env::temp_dir().join(format!("sweelol-kd-doc-{}", std::process::id()));
+//! let model_dir = testing::tiny_real_vocab_model(&work.join("base"))?;
+//! let source = model_dir.display().to_string();
+//! let cfg = RunConfig {
+//!     model: ModelSection { source: source.clone(), tokenizer: None },
+//!     data: DataSection::new(testing::dolly_path(), 8, 64),
+//!     train: TrainSection { max_steps: Some(2), ..TrainSection::new(5e-5, 4) },
+//!     output: OutputSection::new(work.join("run")),
+//!     file: Default::default(),
+//! };
+//! let kd = DistillConfig { teacher: Some(source), alpha: 0.5, temperature: 2.0, ..DistillConfig::default() };
+//! let report = run(&cfg, &kd, &Device::flex())?;
+//! assert_eq!(report.steps, 2);
+//! assert!(report.artifact_dir.join("model.safetensors").is_file());
+//! # std::fs::remove_dir_all(&work).ok();
+//! # Ok::<(), sweelol_train::TrainError>(())
+//! ```
 
 pub mod config;
 pub mod divergence;
@@ -12,7 +40,7 @@ pub mod error;
 pub mod loss;
 pub mod topk;
 mod train;
-pub use train::{run, KdModel};
+pub use train::{run, KdModel, TECHNIQUE};
 
 pub use config::{DistillConfig, Divergence, TeacherLogits};
 pub use divergence::divergence_rows;

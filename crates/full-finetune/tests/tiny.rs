@@ -7,7 +7,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 use sweelol_dolly::TokenizedExample;
 use sweelol_gemma::{Gemma3, GemmaConfig, GemmaTokenizer, WeightMap};
-use sweelol_train::{params, train, Dataset, RunConfig, TrainOptions, TrainSection};
+use sweelol_full_finetune::FullFinetuneConfig;
+use sweelol_train::{params, train, Dataset, TrainOptions, TrainSection};
 
 fn shared(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
@@ -63,45 +64,22 @@ fn every_weight_trains_and_the_export_reloads_exactly() {
 }
 
 #[test]
-fn export_dir_and_technique_come_from_the_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ft.toml");
-    let text = r#"
-technique = "lora"
-[model]
-source = "x"
-[data]
-path = "d.jsonl"
-n_train = 4
-max_len = 32
-[train]
-lr = 1e-4
-batch_size = 2
-[output]
-dir = "out"
-[full_finetune]
-export_dir = "exported"
-"#;
-    std::fs::write(&path, text).unwrap();
-    let cfg = RunConfig::load(&path).unwrap();
-    assert_eq!(sweelol_full_finetune::export_dir(&cfg).unwrap(), dir.path().join("exported"));
-    let err = sweelol_full_finetune::run(&cfg, &Default::default()).unwrap_err().to_string();
-    assert!(err.contains("not `full-finetune`"), "{err}");
-
-    std::fs::write(&path, text.replace("export_dir", "export_to")).unwrap();
-    let err = sweelol_full_finetune::export_dir(&RunConfig::load(&path).unwrap()).unwrap_err().to_string();
-    assert!(err.contains("[full_finetune]") && err.contains("export_to") && err.contains("ft.toml"), "{err}");
+fn settings_table_is_typed_and_strict() {
+    // `[full_finetune]` has no keys; a stray one is refused by name.
+    let ok: FullFinetuneConfig = toml::from_str("").unwrap();
+    assert_eq!(ok, FullFinetuneConfig::default());
+    let err = toml::from_str::<FullFinetuneConfig>("export_dir = \"x\"").unwrap_err().to_string();
+    assert!(err.contains("export_dir"), "{err}");
 }
 
 #[test]
-fn shipped_config_parses_and_points_at_shared_data() {
+fn shipped_config_is_cpu_sized() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/full-finetune.toml");
-    let cfg = RunConfig::load(&path).unwrap();
-    assert_eq!(cfg.technique, sweelol_train::Technique::FullFinetune);
-    assert!(cfg.data.path.is_file(), "{}", cfg.data.path.display());
-    assert!(cfg.model.tokenizer.as_ref().unwrap().is_file());
-    assert_eq!(cfg.present_tables(), vec!["full_finetune"]);
-    assert!(sweelol_full_finetune::export_dir(&cfg).unwrap().ends_with("results/full-finetune/model"));
-    let steps = sweelol_train::trainer::total_steps(&cfg.train, cfg.data.n_train);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(table["technique"].as_str(), Some("full-finetune"));
+    let train: sweelol_train::TrainSection = table["train"].clone().try_into().unwrap();
+    let n_train = table["data"]["n_train"].as_integer().unwrap() as usize;
+    let steps = sweelol_train::trainer::total_steps(&train, n_train);
     assert!((8..=64).contains(&steps), "CPU-sized run: {steps} steps");
 }

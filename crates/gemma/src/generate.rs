@@ -87,10 +87,8 @@ pub fn generate_with_prefix(
         let n = input.len();
         let ids: Vec<i64> = input.iter().map(|&x| x as i64).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
-        let mut embeds = model.embed(tokens);
-        if let (Some(p), true) = (prefix, cache.is_empty()) {
-            embeds = Tensor::cat(vec![p.clone().unsqueeze::<3>(), embeds], 1);
-        }
+        // The virtual tokens go before the prompt only; later steps continue from the cache.
+        let embeds = model.embed_with_prefix(prefix.filter(|_| cache.is_empty()), tokens);
         let last = embeds.dims()[1] - 1;
         let hidden = model.hidden_states(embeds, Some(&mut cache));
         let logits = model.logits_at(hidden, &[last]);

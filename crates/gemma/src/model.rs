@@ -354,6 +354,21 @@ impl Gemma3 {
         burn::tensor::module::embedding(self.embed_tokens.val(), tokens) * scale
     }
 
+    /// [`embed`](Self::embed) after trained virtual-token embeddings `prefix` `[n, H]` (prompt
+    /// tuning), the same for every sequence: `[B, n + T, H]`. The one place a soft prompt
+    /// meets the model, for training, scoring and generation alike.
+    pub fn embed_with_prefix(&self, prefix: Option<&Tensor<2>>, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let embeds = self.embed(tokens);
+        match prefix {
+            None => embeds,
+            Some(p) => {
+                let [b, _, h] = embeds.dims();
+                let n = p.dims()[0];
+                Tensor::cat(vec![p.clone().unsqueeze::<3>().expand([b, n, h]), embeds], 1)
+            }
+        }
+    }
+
     /// Runs the decoder on (already scaled) input embeddings `[B, T, H]` at positions
     /// `cache.len() ..`, returning final-normed hidden states `[B, T, H]`.
     ///

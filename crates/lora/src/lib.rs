@@ -5,11 +5,37 @@
 //! (`alpha / sqrt(r)` with rsLoRA). The base model is frozen, so the optimizer only ever
 //! sees `A` and `B`. Adapters save and load as PEFT's `adapter_config.json` +
 //! `adapter_model.safetensors`, which `PeftModel.from_pretrained` reads.
+//!
+//! Used on its own: train an adapter on a few Dolly rows and save it in PEFT's format
+//! (here on a tiny test model; point `source` at `google/gemma-3-270m` or a GGUF for real):
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use sweelol_lora::{run, LoraConfig};
+//! use sweelol_train::{testing, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};
+//!
+//! let work = std::env::temp_dir().join(format!("sweelol-lora-doc-{}", std::process::id()));
+//! let model_dir = testing::tiny_real_vocab_model(&work.join("base"))?;
+//! let cfg = RunConfig {
+//!     model: ModelSection { source: model_dir.display().to_string(), tokenizer: None },
+//!     data: DataSection::new(testing::dolly_path(), 8, 64),
+//!     train: TrainSection { max_steps: Some(2), ..TrainSection::new(1e-3, 4) },
+//!     output: OutputSection::new(work.join("run")),
+//!     file: Default::default(),
+//! };
+//! let lora = LoraConfig { r: 4, lora_alpha: 8.0, ..LoraConfig::default() };
+//! let report = run(&cfg, &lora, &Device::flex())?;
+//! assert_eq!(report.steps, 2);
+//! assert!(report.artifact_dir.join("adapter_config.json").is_file());
+//! assert!(report.artifact_dir.join("adapter_model.safetensors").is_file());
+//! # std::fs::remove_dir_all(&work).ok();
+//! # Ok::<(), sweelol_train::TrainError>(())
+//! ```
 
 use std::path::Path;
 
 mod train;
-pub use train::{run, LoraModel};
+pub use train::{run, LoraModel, TECHNIQUE};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};
@@ -47,9 +73,6 @@ pub struct LoraConfig {
     pub use_rslora: bool,
     /// Seed for A's initialisation.
     pub seed: u64,
-    /// Where a training run writes the PEFT adapter (relative to the config file);
-    /// default `<output.dir>/adapter`. Not part of PEFT's config.
-    pub adapter_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LoraConfig {
@@ -62,7 +85,6 @@ impl Default for LoraConfig {
             target_modules: vec!["q_proj".into(), "v_proj".into()],
             use_rslora: false,
             seed: 0,
-            adapter_dir: None,
         }
     }
 }
@@ -220,7 +242,6 @@ pub fn read_peft_config(dir: &Path) -> Result<LoraConfig> {
         target_modules: targets,
         use_rslora: v.get("use_rslora").and_then(|x| x.as_bool()).unwrap_or(false),
         seed: 0,
-        adapter_dir: None,
     })
 }
 

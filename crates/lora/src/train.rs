@@ -1,11 +1,14 @@
 //! Training a LoRA adapter on Dolly: the base is frozen, only `A` and `B` train.
 
 use burn::module::Module;
-use sweelol_backend::BackendKind;
+use burn::tensor::Device;
 use sweelol_gemma::Gemma3;
-use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunReport, Technique, TrainError, TrainableModel};
+use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunIdentity, RunReport, TrainError, TrainableModel};
 
 use crate::{attach, save_peft, LoraConfig};
+
+/// The technique's name in configs and reports.
+pub const TECHNIQUE: &str = "lora";
 
 /// A Gemma-3 whose trainable parameters are its LoRA deltas.
 #[derive(Module, Debug)]
@@ -23,14 +26,17 @@ impl TrainableModel for LoraModel {
     }
 }
 
-/// Runs a `technique = "lora"` config end to end: train, then save a PEFT adapter.
-pub fn run(cfg: &RunConfig, backend: &BackendKind) -> Result<RunReport, TrainError> {
-    let lora: LoraConfig = cfg.section("lora")?.unwrap_or_default();
-    let prepared = prepare(cfg, backend, Technique::Lora)?;
-    let model = attach(prepared.model, &lora).map_err(|e| TrainError::config(&cfg.file, e.to_string()))?;
-    let dir = artifact_dir(cfg, lora.adapter_dir.clone(), "adapter");
+/// Trains a LoRA adapter on the model and data `cfg` names, on `device` (training uses its
+/// autodiff form), and saves it in PEFT's format to `[output] artifact_dir` (default
+/// `<output.dir>/adapter`).
+pub fn run(cfg: &RunConfig, lora: &LoraConfig, device: &Device) -> Result<RunReport, TrainError> {
+    lora.validate().map_err(|e| TrainError::Settings(format!("[lora] {e}")))?;
+    let prepared = prepare(cfg, device)?;
+    let model = attach(prepared.model, lora).map_err(|e| TrainError::Settings(format!("[lora] {e}")))?;
+    let dir = artifact_dir(cfg, "adapter");
     let base = cfg.model.source.clone();
-    run_technique(cfg, LoraModel { model }, &prepared.data, &dir, |m, dir| {
-        save_peft(&m.model, &lora, dir, &base).map_err(|e| TrainError::config(dir, e.to_string()))
+    let id = RunIdentity::new(cfg, TECHNIQUE, lora);
+    run_technique(cfg, &id, LoraModel { model }, &prepared.data, &dir, |m, dir| {
+        save_peft(&m.model, lora, dir, &base).map_err(|e| TrainError::format(dir, e.to_string()))
     })
 }

@@ -5,11 +5,37 @@
 //! sqrt(hidden)) and are placed before the `<bos>` of every sequence. Only they train;
 //! the base model is frozen. Saved as PEFT's `adapter_config.json` +
 //! `adapter_model.safetensors` with the single tensor `prompt_embeddings` `[n, hidden]`.
+//!
+//! Used on its own: train 8 virtual tokens on a few Dolly rows and save them in PEFT's
+//! format (here on a tiny test model; point `source` at `google/gemma-3-270m` or a GGUF
+//! for real):
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use sweelol_prompt_tuning::{run, PromptTuningConfig};
+//! use sweelol_train::{testing, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};
+//!
+//! let work = std::env::temp_dir().join(format!("sweelol-pt-doc-{}", std::process::id()));
+//! let model_dir = testing::tiny_real_vocab_model(&work.join("base"))?;
+//! let cfg = RunConfig {
+//!     model: ModelSection { source: model_dir.display().to_string(), tokenizer: None },
+//!     data: DataSection::new(testing::dolly_path(), 8, 64),
+//!     train: TrainSection { max_steps: Some(2), ..TrainSection::new(3e-3, 4) },
+//!     output: OutputSection::new(work.join("run")),
+//!     file: Default::default(),
+//! };
+//! let pt = PromptTuningConfig { num_virtual_tokens: 8, ..PromptTuningConfig::default() };
+//! let report = run(&cfg, &pt, &Device::flex())?;
+//! assert_eq!(report.trainable_params, 8 * 64);
+//! assert!(report.artifact_dir.join("adapter_model.safetensors").is_file());
+//! # std::fs::remove_dir_all(&work).ok();
+//! # Ok::<(), sweelol_train::TrainError>(())
+//! ```
 
 use std::path::Path;
 
 mod train;
-pub use train::run;
+pub use train::{run, TECHNIQUE};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -52,9 +78,6 @@ pub struct PromptTuningConfig {
     pub prompt_tuning_init_text: String,
     /// Seed for RANDOM init.
     pub seed: u64,
-    /// Where a training run writes the PEFT adapter (relative to the config file);
-    /// default `<output.dir>/adapter`. Not part of PEFT's config.
-    pub adapter_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PromptTuningConfig {
@@ -64,7 +87,6 @@ impl Default for PromptTuningConfig {
             prompt_tuning_init: PromptInit::Text,
             prompt_tuning_init_text: "Answer the instruction helpfully and accurately:".into(),
             seed: 0,
-            adapter_dir: None,
         }
     }
 }
@@ -115,10 +137,7 @@ impl PromptTuned {
 
     /// `[prompt; scaled token embeddings]` for a batch of ids `[B, T]` -> `[B, n + T, H]`.
     pub fn embeds(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let b = tokens.dims()[0];
-        let [n, h] = self.prompt.val().dims();
-        let prefix = self.prompt.val().unsqueeze::<3>().expand([b, n, h]);
-        Tensor::cat(vec![prefix, self.base.embed(tokens)], 1)
+        self.base.embed_with_prefix(Some(&self.prompt.val()), tokens)
     }
 
     /// Hidden states of the token positions only (virtual positions dropped): `[B, T, H]`.

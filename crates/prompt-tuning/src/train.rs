@@ -1,11 +1,13 @@
 //! Training the virtual tokens on Dolly: only `prompt` trains.
 
-use burn::tensor::{Int, Tensor};
-use sweelol_backend::BackendKind;
+use burn::tensor::{Device, Int, Tensor};
 use sweelol_gemma::Gemma3;
-use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunReport, Technique, TrainError, TrainableModel};
+use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunIdentity, RunReport, TrainError, TrainableModel};
 
 use crate::{PromptTuned, PromptTuningConfig};
+
+/// The technique's name in configs and reports.
+pub const TECHNIQUE: &str = "prompt-tuning";
 
 impl TrainableModel for PromptTuned {
     fn lm(&self) -> &Gemma3 {
@@ -21,15 +23,17 @@ impl TrainableModel for PromptTuned {
     }
 }
 
-/// Runs a `technique = "prompt-tuning"` config end to end: train, then save a PEFT adapter.
-pub fn run(cfg: &RunConfig, backend: &BackendKind) -> Result<RunReport, TrainError> {
-    let pt: PromptTuningConfig = cfg.section("prompt_tuning")?.unwrap_or_default();
-    let prepared = prepare(cfg, backend, Technique::PromptTuning)?;
-    let model = PromptTuned::init(prepared.model, &pt, &prepared.tokenizer)
-        .map_err(|e| TrainError::config(&cfg.file, e.to_string()))?;
-    let dir = artifact_dir(cfg, pt.adapter_dir.clone(), "adapter");
+/// Trains virtual tokens before the model `cfg` names on its Dolly rows, on `device`
+/// (training uses its autodiff form), and saves them in PEFT's format to
+/// `[output] artifact_dir` (default `<output.dir>/adapter`).
+pub fn run(cfg: &RunConfig, pt: &PromptTuningConfig, device: &Device) -> Result<RunReport, TrainError> {
+    let prepared = prepare(cfg, device)?;
+    let model = PromptTuned::init(prepared.model, pt, &prepared.tokenizer)
+        .map_err(|e| TrainError::Settings(format!("[prompt_tuning] {e}")))?;
+    let dir = artifact_dir(cfg, "adapter");
     let base = cfg.model.source.clone();
-    run_technique(cfg, model, &prepared.data, &dir, |m, dir| {
-        m.save_peft(&pt, dir, &base).map_err(|e| TrainError::config(dir, e.to_string()))
+    let id = RunIdentity::new(cfg, TECHNIQUE, pt);
+    run_technique(cfg, &id, model, &prepared.data, &dir, |m, dir| {
+        m.save_peft(pt, dir, &base).map_err(|e| TrainError::format(dir, e.to_string()))
     })
 }

@@ -57,9 +57,6 @@ pub struct PruningConfig {
     /// masks re-applied after every optimizer step (Finetuned-Pruned), instead of only
     /// pruning (Pruned-Baseline). Default false.
     pub finetune: bool,
-    /// Where a run writes the pruned model (relative to the config file); default
-    /// `<output.dir>/model`.
-    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PruningConfig {
@@ -72,7 +69,6 @@ impl Default for PruningConfig {
             target_modules: DecoderLayer::LINEAR_NAMES.iter().map(|n| short_name(n).to_string()).collect(),
             prune_embeddings: false,
             finetune: false,
-            export_dir: None,
         }
     }
 }

@@ -75,18 +75,6 @@ pub fn prune_n_m(values: &[f32], rows: usize, cols: usize, n: usize, m: usize) -
     pruned
 }
 
-/// Transposes a row-major `[rows, cols]` buffer.
-pub fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
-    assert_eq!(data.len(), rows * cols);
-    let mut out = vec![T::default(); data.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            out[j * rows + i] = data[i * cols + j];
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

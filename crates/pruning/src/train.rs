@@ -1,12 +1,20 @@
 //! Pruning runs: Pruned-Baseline (prune, export) and Finetuned-Pruned (prune, then
 //! fine-tune with the masks re-applied after every optimizer step).
 
-use burn::module::Module;
-use sweelol_backend::BackendKind;
-use sweelol_gemma::{save_hf_dir, Gemma3, GemmaTokenizer};
-use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunReport, Technique, TrainError, TrainableModel};
+use std::time::Instant;
 
-use crate::{export, prune, Masks, PruningConfig};
+use burn::module::Module;
+use burn::tensor::Device;
+use sweelol_gemma::Gemma3;
+use sweelol_train::{
+    artifact_dir, export_sparse, prepare, run_technique, Masks, RunConfig, RunIdentity, RunReport, TrainError,
+    TrainableModel,
+};
+
+use crate::{prune, PruningConfig};
+
+/// The technique's name in configs and reports.
+pub const TECHNIQUE: &str = "pruning";
 
 /// A pruned Gemma-3 whose zeros survive training: every weight trains, and the masks are
 /// re-applied after each optimizer step.
@@ -27,47 +35,23 @@ impl TrainableModel for PrunedModel {
     }
 }
 
-fn to_train_err(cfg: &RunConfig, e: impl ToString) -> TrainError {
-    TrainError::config(&cfg.file, e.to_string())
-}
-
-/// Writes the pruned model directory: weights, tokenizer and `sparsity_report.json`.
-pub fn export_pruned(model: &Gemma3, masks: &Masks, tokenizer: &GemmaTokenizer, dir: &std::path::Path) -> Result<(), TrainError> {
-    let model = model.valid();
-    export(&model, masks, dir).map_err(|e| TrainError::config(dir, e.to_string()))?;
-    save_hf_dir(&model, tokenizer, dir)?;
-    Ok(())
-}
-
-/// Runs a `technique = "pruning"` config: prune; fine-tune too when `[pruning] finetune`.
-pub fn run(cfg: &RunConfig, backend: &BackendKind) -> Result<RunReport, TrainError> {
-    let pcfg: PruningConfig = cfg.section("pruning")?.unwrap_or_default();
-    let prepared = prepare(cfg, backend, Technique::Pruning)?;
-    let (model, masks) = prune(prepared.model, &pcfg).map_err(|e| to_train_err(cfg, e))?;
-    let dir = artifact_dir(cfg, pcfg.export_dir.clone(), "model");
+/// Prunes the model `cfg` names, on `device`; with `finetune`, trains it on the Dolly rows
+/// with the masks kept. Writes a transformers directory with its masks and sparsity report
+/// to `[output] artifact_dir` (default `<output.dir>/model`).
+pub fn run(cfg: &RunConfig, pruning: &PruningConfig, device: &Device) -> Result<RunReport, TrainError> {
+    let start = Instant::now();
+    pruning.validate().map_err(|e| TrainError::Settings(e.to_string()))?;
+    let prepared = prepare(cfg, device)?;
+    let (model, masks) = prune(prepared.model, pruning).map_err(|e| TrainError::Settings(e.to_string()))?;
+    let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;
-    if !pcfg.finetune {
-        let start = std::time::Instant::now();
-        export_pruned(&model, &masks, &tokenizer, &dir)?;
-        let total_params = model.num_params();
-        return Ok(RunReport {
-            technique: "pruning (no fine-tuning)".into(),
-            artifact_dir: dir,
-            steps: 0,
-            trainable_params: 0,
-            total_params,
-            eval_loss_before: None,
-            eval_loss: None,
-            last_loss: None,
-            metrics_path: Default::default(),
-            last_checkpoint: None,
-            resumed_from: None,
-            train_examples: 0,
-            eval_examples: 0,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+    if !pruning.finetune {
+        export_sparse(&model, &masks, &tokenizer, &dir)?;
+        let report = RunReport::untrained("pruning (no fine-tuning)", dir, model.num_params(), 0.0);
+        return Ok(RunReport { seconds: start.elapsed().as_secs_f64(), ..report });
     }
-    run_technique(cfg, PrunedModel { model, masks }, &prepared.data, &dir, |m, dir| {
-        export_pruned(&m.model, &m.masks, &tokenizer, dir)
+    let id = RunIdentity::new(cfg, TECHNIQUE, pruning);
+    run_technique(cfg, &id, PrunedModel { model, masks }, &prepared.data, &dir, |m, dir| {
+        export_sparse(&m.model, &m.masks, &tokenizer, dir).map(|_| ())
     })
 }

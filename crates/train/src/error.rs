@@ -9,8 +9,16 @@ pub enum TrainError {
     /// The TOML file is unreadable, has an unknown key, or a value out of range.
     #[error("{}: {msg}", .path.display())]
     Config { path: PathBuf, msg: String },
+    /// A file could not be read or written.
     #[error("{}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// A file was read but is not what it should be (not safetensors, bad JSON, wrong
+    /// tensors), or a result could not be encoded.
+    #[error("{}: {msg}", .path.display())]
+    Format { path: PathBuf, msg: String },
+    /// A technique's own settings are invalid (the message names the table and key).
+    #[error("{0}")]
+    Settings(String),
     /// The data cannot be turned into batches (empty, token ids past the vocabulary, ...).
     #[error("data: {0}")]
     Data(String),
@@ -37,6 +45,10 @@ impl TrainError {
 
     pub fn config(path: &Path, msg: impl Into<String>) -> Self {
         TrainError::Config { path: path.to_path_buf(), msg: msg.into() }
+    }
+
+    pub fn format(path: &Path, msg: impl Into<String>) -> Self {
+        TrainError::Format { path: path.to_path_buf(), msg: msg.into() }
     }
 
     pub fn checkpoint(path: &Path, msg: impl Into<String>) -> Self {

@@ -1,6 +1,7 @@
 //! sweelol-train: the training core every technique crate builds on.
 //!
-//! - [`config`]: the run's TOML (`[model]`, `[data]`, `[train]`, `[output]` + technique tables).
+//! - [`config`]: the sections every run shares (`[model]`, `[data]`, `[train]`, `[output]`);
+//!   a technique's own settings are a typed struct in its crate.
 //! - [`model`]: [`TrainableModel`], what a technique implements (Gemma3 itself = full fine-tune).
 //! - [`loss`]: next-token cross-entropy through the tied head in row chunks, with a hook for
 //!   other per-chunk losses (distillation).
@@ -10,6 +11,8 @@
 //!   [`checkpoint`]: atomic checkpoints that resume mid-epoch; [`metrics`]: JSONL.
 //! - [`data`], [`batch`]: Dolly examples to batches and scored positions; [`params`]: parameters
 //!   by path.
+//! - [`masks`]: weights held at zero while training (pruned models), and [`sparsity`]: the
+//!   zero count and export of a sparse model.
 
 pub mod batch;
 pub mod checkpoint;
@@ -17,15 +20,18 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod loss;
+pub mod masks;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod params;
 pub mod schedule;
+pub mod sparsity;
+pub mod testing;
 pub mod trainer;
 
 pub use batch::{Targets, TokenBatch};
-pub use config::{DataSection, ModelSection, OutputSection, RunConfig, Technique, TrainSection};
+pub use config::{run_hash, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};
 pub use data::{load_dolly, Dataset};
 pub use error::{Result, TrainError};
 pub use loss::{chunked_head_loss, chunked_lm_loss, chunked_lm_loss_scaled, cross_entropy_sum, LossOutput};
@@ -35,4 +41,6 @@ pub use trainer::{evaluate, train, TrainOptions, TrainOutcome};
 
 /// Shared run scaffolding for technique crates (load, train, export, report).
 pub mod run;
-pub use run::{artifact_dir, prepare, run_technique, Prepared, RunReport};
+pub use masks::{MaskSpec, Masks};
+pub use run::{artifact_dir, autodiff_device, prepare, run_technique, Prepared, RunIdentity, RunReport};
+pub use sparsity::{export_sparse, sparsity_report, SparsityReport};

@@ -5,34 +5,38 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::tensor::Device;
 use serde::Serialize;
-use sweelol_backend::BackendKind;
 use sweelol_gemma::{load_pretrained, Gemma3, GemmaTokenizer};
 
-use crate::config::{RunConfig, Technique};
+use crate::config::{run_hash, RunConfig};
 use crate::data::{load_dolly, Dataset};
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::model::TrainableModel;
 use crate::params;
 use crate::trainer::{evaluate, train, TrainOptions};
 
-/// The inputs of a run: the base model on the backend's autodiff device, the tokenizer the
-/// data was tokenized with (ship it with the result), and the data.
+/// The inputs of a run: the base model on the autodiff device, the tokenizer the data was
+/// tokenized with (ship it with the result), and the data.
 pub struct Prepared {
     pub model: Gemma3,
     pub tokenizer: GemmaTokenizer,
     pub data: Dataset,
 }
 
-/// Loads what `cfg` names for a run of `technique` (which must be the config's).
-pub fn prepare(cfg: &RunConfig, backend: &BackendKind, technique: Technique) -> Result<Prepared> {
-    if cfg.technique != technique {
-        return Err(TrainError::config(
-            &cfg.file,
-            format!("technique is `{}`, not `{technique}`", cfg.technique),
-        ));
+/// `device` with automatic differentiation (unchanged if it already has it).
+pub fn autodiff_device(device: &Device) -> Device {
+    if device.is_autodiff() {
+        device.clone()
+    } else {
+        device.clone().autodiff()
     }
-    let pre = load_pretrained(&cfg.model.source, &backend.autodiff_device())?;
+}
+
+/// Loads what `cfg` names: the model (on `device`'s autodiff form), its tokenizer or the
+/// configured one, and the Dolly data tokenized with it.
+pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
+    let pre = load_pretrained(&cfg.model.source, &autodiff_device(device))?;
     let tokenizer = match &cfg.model.tokenizer {
         Some(path) => GemmaTokenizer::from_file(path)?,
         None => pre.tokenizer,
@@ -41,13 +45,23 @@ pub fn prepare(cfg: &RunConfig, backend: &BackendKind, technique: Technique) -> 
     Ok(Prepared { model: pre.model, tokenizer, data })
 }
 
-/// Where a technique writes its result: `configured` (relative to the config file), or
+/// Where a technique writes its result: `[output] artifact_dir`, or
 /// `<output.dir>/<default_name>`.
-pub fn artifact_dir(cfg: &RunConfig, configured: Option<PathBuf>, default_name: &str) -> PathBuf {
-    match configured {
-        Some(p) if p.is_relative() => cfg.file.parent().unwrap_or(Path::new(".")).join(p),
-        Some(p) => p,
-        None => cfg.output.dir.join(default_name),
+pub fn artifact_dir(cfg: &RunConfig, default_name: &str) -> PathBuf {
+    cfg.output.artifact_dir.clone().unwrap_or_else(|| cfg.output.dir.join(default_name))
+}
+
+/// Which technique a run is and the identity of its result (see [`run_hash`]).
+#[derive(Clone, Debug)]
+pub struct RunIdentity {
+    pub technique: &'static str,
+    pub hash: String,
+}
+
+impl RunIdentity {
+    /// The identity of `cfg` trained by `technique` with `settings`.
+    pub fn new(cfg: &RunConfig, technique: &'static str, settings: &impl Serialize) -> Self {
+        RunIdentity { technique, hash: run_hash(cfg, technique, settings) }
     }
 }
 
@@ -75,9 +89,38 @@ pub struct RunReport {
     pub seconds: f64,
 }
 
+impl RunReport {
+    /// The report of a run that wrote `artifact_dir` without training (e.g. pruning only).
+    pub fn untrained(technique: &str, artifact_dir: PathBuf, total_params: usize, seconds: f64) -> Self {
+        RunReport {
+            technique: technique.to_string(),
+            artifact_dir,
+            steps: 0,
+            trainable_params: 0,
+            total_params,
+            eval_loss_before: None,
+            eval_loss: None,
+            last_loss: None,
+            metrics_path: PathBuf::new(),
+            last_checkpoint: None,
+            resumed_from: None,
+            train_examples: 0,
+            eval_examples: 0,
+            seconds,
+        }
+    }
+}
+
 /// Evaluates `model` on the held-out data, trains it as `cfg` says (resuming if a checkpoint
-/// exists), then calls `save(&trained, dir)` to write the technique's result.
-pub fn run_technique<M, F>(cfg: &RunConfig, model: M, data: &Dataset, dir: &Path, save: F) -> Result<RunReport>
+/// of the same identity exists), then calls `save(&trained, dir)` to write the result.
+pub fn run_technique<M, F>(
+    cfg: &RunConfig,
+    id: &RunIdentity,
+    model: M,
+    data: &Dataset,
+    dir: &Path,
+    save: F,
+) -> Result<RunReport>
 where
     M: TrainableModel,
     F: FnOnce(&M, &Path) -> Result<()>,
@@ -91,10 +134,10 @@ where
     } else {
         Some(evaluate(&model, &data.eval, cfg.train.batch_size, cfg.train.loss_chunk_rows)?.0)
     };
-    let outcome = train(model, data, &TrainOptions::from_config(cfg))?;
+    let outcome = train(model, data, &TrainOptions::from_config(cfg, &id.hash))?;
     save(&outcome.model, dir)?;
     Ok(RunReport {
-        technique: cfg.technique.to_string(),
+        technique: id.technique.to_string(),
         artifact_dir: dir.to_path_buf(),
         steps: outcome.steps_done,
         trainable_params,

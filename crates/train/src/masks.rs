@@ -1,10 +1,14 @@
-//! Pruning masks: computing them ([`prune`]), keeping pruned weights at exactly zero during
-//! training ([`Masks::apply`]), and saving them so a resumed run prunes the same weights.
+//! Sparsity masks: a set of weights held at exactly zero while a model trains.
+//!
+//! Any technique that trains a pruned model (Finetuned-Pruned, KD-Pruned) re-applies its
+//! [`Masks`] after every optimizer step ([`Masks::apply_mut`]), so the masks live here,
+//! below the techniques; *which* weights to prune is the pruning crate's business.
 //!
 //! A mask is held on the model's device in the model's layout (`[in, out]` for the
 //! projections), as a Bool tensor of *pruned* positions, so re-applying it is one
 //! `mask_fill` per tensor and no host traffic. The file format is torch's convention
-//! instead: u8, 1 = kept (`weight_mask`), HF `[out, in]` layout, keyed by HF name.
+//! instead: u8, 1 = kept (`weight_mask`), HF `[out, in]` layout, keyed by HF name, with the
+//! settings that chose the weights (JSON) and the target sparsity in the metadata.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,26 +17,56 @@ use burn::module::Param;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use sweelol_gemma::{Gemma3, HostTensor};
+use sweelol_gemma::Gemma3;
 
-use crate::config::{PruningConfig, Scope};
-use crate::error::{file_err, PruningError, Result};
-use crate::select::{num_to_prune, prune_n_m, prune_smallest, transpose};
+use crate::error::{Result, TrainError};
 
 /// HF name of the token embedding (also the tied LM head).
 pub const EMBED_NAME: &str = "model.embed_tokens.weight";
 
-/// Metadata key holding the [`PruningConfig`] (JSON) in a masks file.
-const META_CONFIG: &str = "sweelol_pruning_config";
+/// File name of the masks written beside an exported sparse model. Not `model.safetensors`,
+/// so loaders of the model directory (ours and transformers') never read it as weights.
+pub const MASKS_FILE: &str = "pruning_masks.safetensors";
 
-/// One pruned tensor's mask.
+/// Metadata keys of a masks file.
+const META_CONFIG: &str = "sweelol_pruning_config";
+const META_TARGET: &str = "sweelol_target_sparsity";
+
+/// HF name of a decoder projection's weight.
+pub fn linear_name(layer: usize, linear: &str) -> String {
+    format!("model.layers.{layer}.{linear}.weight")
+}
+
+/// Transposes a row-major `[rows, cols]` buffer.
+pub fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    assert_eq!(data.len(), rows * cols);
+    let mut out = vec![T::default(); data.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = data[i * cols + j];
+        }
+    }
+    out
+}
+
+/// One tensor's pruned positions as a pruning method computed them on the host.
+#[derive(Clone, Debug)]
+pub struct MaskSpec {
+    /// HF name, e.g. `model.layers.3.mlp.down_proj.weight`.
+    pub name: String,
+    /// HF shape `[out, in]` (`[vocab, hidden]` for the embedding).
+    pub hf_shape: [usize; 2],
+    /// Whether the model stores the tensor transposed (the projections do).
+    pub transposed: bool,
+    /// `true` = pruned, HF layout, row-major.
+    pub pruned_hf: Vec<bool>,
+}
+
+/// One pruned tensor's mask, on the device.
 #[derive(Clone, Debug)]
 struct MaskEntry {
-    /// HF name, e.g. `model.layers.3.mlp.down_proj.weight`.
     name: String,
-    /// HF shape `[out, in]` (`[vocab, hidden]` for the embedding).
     hf_shape: [usize; 2],
-    /// Whether the model stores it transposed (the projections do).
     transposed: bool,
     /// `true` = pruned, in the model's layout, on the model's (non-autodiff) device.
     pruned: Tensor<2, Bool>,
@@ -42,91 +76,19 @@ struct MaskEntry {
 /// The masks of one pruned model, in model order (embedding first, then layer by layer).
 #[derive(Clone, Debug)]
 pub struct Masks {
-    config: PruningConfig,
+    /// The settings that chose the pruned weights, as JSON (kept for reports and files).
+    config: serde_json::Value,
+    target_sparsity: f64,
     entries: Vec<MaskEntry>,
     index: HashMap<String, usize>,
 }
 
-/// A tensor that the config selects, with its host copy in HF layout.
-struct Target {
-    name: String,
-    transposed: bool,
-    hf: HostTensor,
-}
-
-fn linear_name(layer: usize, linear: &str) -> String {
-    format!("model.layers.{layer}.{linear}.weight")
-}
-
-/// The tensors `cfg` selects, in model order, copied to the host in HF layout.
-fn targets(model: &Gemma3, cfg: &PruningConfig) -> Vec<Target> {
-    let mut out = Vec::new();
-    if cfg.prune_embeddings {
-        out.push(Target { name: EMBED_NAME.into(), transposed: false, hf: HostTensor::from_tensor(model.embed_tokens.val()) });
-    }
-    for (i, layer) in model.layers.iter().enumerate() {
-        for (name, lin) in layer.linears() {
-            if cfg.targets(name) {
-                let hf = HostTensor::from_tensor(lin.weight.val()).transposed();
-                out.push(Target { name: linear_name(i, name), transposed: true, hf });
-            }
-        }
-    }
-    out
-}
-
-/// Prunes `model` by magnitude as `cfg` says and returns it with its masks. The pruned
-/// weights are zero in the returned model; parameters keep their ids.
-pub fn prune(model: Gemma3, cfg: &PruningConfig) -> Result<(Gemma3, Masks)> {
-    cfg.validate()?;
-    let targets = targets(&model, cfg);
-    let pruned: Vec<Vec<bool>> = match cfg.scope {
-        Scope::PerTensor => targets
-            .iter()
-            .map(|t| {
-                let k = num_to_prune(cfg.sparsity(), t.hf.data.len());
-                prune_smallest(&[&t.hf.data], k).pop().expect("one mask")
-            })
-            .collect(),
-        Scope::Global => {
-            let slices: Vec<&[f32]> = targets.iter().map(|t| t.hf.data.as_slice()).collect();
-            let total = slices.iter().map(|s| s.len()).sum();
-            prune_smallest(&slices, num_to_prune(cfg.sparsity(), total))
-        }
-        Scope::NM => {
-            let (n, m) = cfg.n_m().expect("n_m scope");
-            targets
-                .iter()
-                .map(|t| {
-                    let (rows, cols) = (t.hf.shape[0], t.hf.shape[1]);
-                    if cols % m != 0 {
-                        return Err(PruningError::Tensor {
-                            tensor: t.name.clone(),
-                            msg: format!("input dimension {cols} is not divisible by M = {m} (N:M = {n}:{m})"),
-                        });
-                    }
-                    Ok(prune_n_m(&t.hf.data, rows, cols, n, m))
-                })
-                .collect::<Result<_>>()?
-        }
-    };
-    let device = model.device().inner();
-    let entries = targets
-        .into_iter()
-        .zip(pruned)
-        .map(|(t, p)| MaskEntry::new(t.name, [t.hf.shape[0], t.hf.shape[1]], t.transposed, &p, &device))
-        .collect();
-    let masks = Masks::from_entries(cfg.clone(), entries);
-    let model = masks.apply(model);
-    Ok((model, masks))
-}
-
 impl MaskEntry {
-    /// `pruned_hf`: pruned positions in HF layout.
-    fn new(name: String, hf_shape: [usize; 2], transposed: bool, pruned_hf: &[bool], device: &Device) -> Self {
+    fn new(spec: MaskSpec, device: &Device) -> Self {
+        let MaskSpec { name, hf_shape, transposed, pruned_hf } = spec;
         let [r, c] = hf_shape;
         let num_pruned = pruned_hf.iter().filter(|&&p| p).count();
-        let (data, shape) = if transposed { (transpose(pruned_hf, r, c), [c, r]) } else { (pruned_hf.to_vec(), [r, c]) };
+        let (data, shape) = if transposed { (transpose(&pruned_hf, r, c), [c, r]) } else { (pruned_hf, [r, c]) };
         let pruned = Tensor::<2, Bool>::from_data(TensorData::new(data, shape), device);
         MaskEntry { name, hf_shape, transposed, pruned, num_pruned }
     }
@@ -161,15 +123,27 @@ fn mask_param(p: &mut Param<Tensor<2>>, pruned: &Tensor<2, Bool>) {
     *p = p.clone().map(|w| masked(w, pruned));
 }
 
+fn format_err(path: &Path, msg: impl ToString) -> TrainError {
+    TrainError::format(path, msg.to_string())
+}
+
 impl Masks {
-    fn from_entries(config: PruningConfig, entries: Vec<MaskEntry>) -> Self {
+    /// Masks from host specs, placed on `device` (the model's, without autodiff).
+    /// `config` records what chose them; `target_sparsity` is what they aimed at.
+    pub fn new(config: serde_json::Value, target_sparsity: f64, specs: Vec<MaskSpec>, device: &Device) -> Self {
+        let entries: Vec<MaskEntry> = specs.into_iter().map(|s| MaskEntry::new(s, device)).collect();
         let index = entries.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
-        Masks { config, entries, index }
+        Masks { config, target_sparsity, entries, index }
     }
 
-    /// The config the masks were computed with.
-    pub fn config(&self) -> &PruningConfig {
+    /// The settings the masks were computed with (JSON).
+    pub fn config(&self) -> &serde_json::Value {
         &self.config
+    }
+
+    /// The sparsity the pruning method aimed at.
+    pub fn target_sparsity(&self) -> f64 {
+        self.target_sparsity
     }
 
     /// HF names of the pruned tensors, in model order.
@@ -216,8 +190,8 @@ impl Masks {
         }
     }
 
-    /// Writes the masks as safetensors: u8, 1 = kept, HF layout, HF names; the config goes
-    /// into the metadata.
+    /// Writes the masks as safetensors: u8, 1 = kept, HF layout, HF names; the config and
+    /// target sparsity go into the metadata. Written to a temporary file, then renamed.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
             .entries
@@ -230,32 +204,39 @@ impl Masks {
         let views = bytes
             .iter()
             .map(|(name, data, shape)| {
-                TensorView::new(Dtype::U8, shape.clone(), data).map(|v| (name.as_str(), v)).map_err(|e| file_err(path, e))
+                TensorView::new(Dtype::U8, shape.clone(), data)
+                    .map(|v| (name.as_str(), v))
+                    .map_err(|e| format_err(path, e))
             })
             .collect::<Result<Vec<_>>>()?;
-        let config = serde_json::to_string(&self.config).expect("config serialises");
-        let meta: HashMap<String, String> =
-            [("format".to_string(), "pt".to_string()), (META_CONFIG.to_string(), config)].into();
+        let meta: HashMap<String, String> = [
+            ("format".to_string(), "pt".to_string()),
+            (META_CONFIG.to_string(), self.config.to_string()),
+            (META_TARGET.to_string(), self.target_sparsity.to_string()),
+        ]
+        .into();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         }
         let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| file_err(path, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+        safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| format_err(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
     }
 
     /// Reads masks written by [`save`](Self::save) for `model`: every mask must name a
     /// tensor of `model` with the same shape. They land on `model`'s device.
     pub fn load(path: &Path, model: &Gemma3) -> Result<Masks> {
-        let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
-        let config: PruningConfig = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(META_CONFIG))
-            .ok_or_else(|| file_err(path, format!("no `{META_CONFIG}` metadata: not a sweelol masks file")))
-            .and_then(|s| serde_json::from_str(s).map_err(|e| file_err(path, format!("bad pruning config: {e}"))))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| file_err(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| format_err(path, format!("not a safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let config: serde_json::Value = meta
+            .get(META_CONFIG)
+            .ok_or_else(|| format_err(path, format!("no `{META_CONFIG}` metadata: not a sweelol masks file")))
+            .and_then(|s| serde_json::from_str(s).map_err(|e| format_err(path, format!("bad pruning config: {e}"))))?;
+        // Files from before the target was recorded: count it from the masks below.
+        let target: Option<f64> = meta.get(META_TARGET).and_then(|s| s.parse().ok());
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(path, e))?;
 
         // Shapes of every prunable tensor of the model, HF layout, in model order.
         let mut expected: Vec<(String, [usize; 2], bool)> = Vec::new();
@@ -272,30 +253,39 @@ impl Masks {
         names.sort_unstable();
         for name in names {
             if !known.contains_key(name) {
-                return Err(file_err(path, format!("mask `{name}` matches no prunable tensor of the model")));
+                return Err(format_err(path, format!("mask `{name}` matches no prunable tensor of the model")));
             }
         }
-        let device = model.device().inner();
-        let mut entries = Vec::new();
+        let mut specs = Vec::new();
         for (name, shape, transposed) in &expected {
             let Ok(view) = st.tensor(name) else { continue };
             if view.dtype() != Dtype::U8 || view.shape() != shape {
-                return Err(file_err(
+                return Err(format_err(
                     path,
                     format!("mask `{name}` is {:?} {:?}; expected U8 {:?}", view.dtype(), view.shape(), shape),
                 ));
             }
-            let pruned = view
+            let pruned_hf = view
                 .data()
                 .iter()
                 .map(|&b| match b {
                     0 => Ok(true),
                     1 => Ok(false),
-                    other => Err(file_err(path, format!("mask `{name}` holds {other}; only 0 and 1 are allowed"))),
+                    other => Err(format_err(path, format!("mask `{name}` holds {other}; only 0 and 1 are allowed"))),
                 })
                 .collect::<Result<Vec<bool>>>()?;
-            entries.push(MaskEntry::new(name.clone(), *shape, *transposed, &pruned, &device));
+            specs.push(MaskSpec { name: name.clone(), hf_shape: *shape, transposed: *transposed, pruned_hf });
         }
-        Ok(Masks::from_entries(config, entries))
+        let target = target.unwrap_or_else(|| {
+            let (pruned, total) = specs.iter().fold((0usize, 0usize), |(p, t), s| {
+                (p + s.pruned_hf.iter().filter(|&&x| x).count(), t + s.pruned_hf.len())
+            });
+            if total == 0 {
+                0.0
+            } else {
+                pruned as f64 / total as f64
+            }
+        });
+        Ok(Masks::new(config, target, specs, &model.device().inner()))
     }
 }

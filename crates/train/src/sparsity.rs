@@ -1,5 +1,6 @@
 //! How sparse a model actually is, counted from its weights (not from the masks, so a
-//! broken re-application shows up), and the export of a pruned model.
+//! broken re-application shows up), and the export of a sparse model: the transformers
+//! directory, its masks and this report, written once for every technique that prunes.
 
 use std::path::Path;
 
@@ -8,9 +9,10 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use sweelol_gemma::Gemma3;
 
-use crate::config::PruningConfig;
-use crate::error::{file_err, Result};
-use crate::masks::{Masks, EMBED_NAME};
+use sweelol_gemma::{save_hf_dir, GemmaTokenizer};
+
+use crate::error::{Result, TrainError};
+use crate::masks::{Masks, EMBED_NAME, MASKS_FILE};
 
 /// File name of the report written beside an exported model.
 pub const REPORT_FILE: &str = "sparsity_report.json";
@@ -39,7 +41,8 @@ pub struct OverallSparsity {
 /// Per-tensor and overall sparsity of a pruned model, with the config that pruned it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SparsityReport {
-    pub config: PruningConfig,
+    /// The settings that chose the pruned weights.
+    pub config: serde_json::Value,
     /// The effective target sparsity (0.5 by default, 1 − N/M for N:M).
     pub target_sparsity: f64,
     /// Whether the embedding / tied LM head was pruned (false: left dense).
@@ -105,11 +108,10 @@ pub fn sparsity_report(model: &Gemma3, masks: &Masks) -> SparsityReport {
 
     let total_pruned_numel = tensors.iter().map(|t| t.numel).sum();
     let total_zeros = tensors.iter().map(|t| t.zeros).sum();
-    let cfg = masks.config().clone();
     SparsityReport {
-        target_sparsity: cfg.sparsity(),
+        target_sparsity: masks.target_sparsity(),
         embeddings_pruned: masks.names().any(|n| n == EMBED_NAME),
-        config: cfg,
+        config: masks.config().clone(),
         tensors,
         total_pruned_numel,
         total_zeros,
@@ -122,13 +124,21 @@ pub fn sparsity_report(model: &Gemma3, masks: &Masks) -> SparsityReport {
     }
 }
 
-/// Exports a pruned model: the transformers directory ([`Gemma3::save_hf`]) plus
-/// [`REPORT_FILE`] beside it. Returns the report.
-pub fn export(model: &Gemma3, masks: &Masks, dir: &Path) -> Result<SparsityReport> {
-    model.save_hf(dir)?;
+/// Exports a sparse model: the transformers directory (`config.json`, `model.safetensors`,
+/// `tokenizer.json`), its masks ([`MASKS_FILE`], so a later run can keep the same zeros)
+/// and [`REPORT_FILE`]. Returns the report.
+pub fn export_sparse(model: &Gemma3, masks: &Masks, tokenizer: &GemmaTokenizer, dir: &Path) -> Result<SparsityReport> {
+    let model = model.valid();
+    save_hf_dir(&model, tokenizer, dir)?;
+    masks.save(&dir.join(MASKS_FILE))?;
+    write_report(&model, masks, dir)
+}
+
+/// Writes [`REPORT_FILE`] for `model` into `dir` and returns the report.
+pub fn write_report(model: &Gemma3, masks: &Masks, dir: &Path) -> Result<SparsityReport> {
     let report = sparsity_report(model, masks);
     let path = dir.join(REPORT_FILE);
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
-    std::fs::write(&path, text).map_err(|e| file_err(&path, e))?;
+    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
     Ok(report)
 }
