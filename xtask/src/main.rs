@@ -188,12 +188,7 @@ fn main() -> Result<()> {
             opts.num_fewshot = num_fewshot;
             let summary = evaluate(&scorer, &opts)?;
             println!("{}", format_table(&summary));
-            println!(
-                "{} docs/s over {:.0}s; outputs in {}",
-                format!("{:.2}", summary.docs_per_second),
-                summary.seconds,
-                out.display()
-            );
+            println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
         Command::Train { config } => train::run_train(&config, &device)?,
         Command::Study { preset, only, results } => {

@@ -10,9 +10,10 @@ use std::str::FromStr;
 pub use burn::tensor::Device;
 
 /// The backends sweelol can run on. Which ones exist depends on cargo features.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum BackendKind {
     /// burn's pure-Rust CPU backend; always available, needs no setup.
+    #[default]
     Flex,
     /// libtorch on the CPU (feature `tch`, needs libtorch 2.9.0).
     LibTorchCpu,
@@ -61,12 +62,6 @@ impl fmt::Display for BackendKind {
             BackendKind::LibTorchCuda(i) => write!(f, "tch-cuda:{i}"),
             BackendKind::Wgpu => write!(f, "wgpu"),
         }
-    }
-}
-
-impl Default for BackendKind {
-    fn default() -> Self {
-        BackendKind::Flex
     }
 }
 

@@ -113,7 +113,7 @@ impl<'a> Scorer<'a> {
             for (b, &i) in longer.iter().enumerate() {
                 let input = &conts[i][..conts[i].len() - 1];
                 ids.extend(input.iter().map(|&x| x as i64));
-                ids.extend(std::iter::repeat(self.tokenizer.pad_id as i64).take(width - input.len()));
+                ids.extend(std::iter::repeat_n(self.tokenizer.pad_id as i64, width - input.len()));
                 for t in 0..input.len() {
                     rows.push(b * width + t);
                     targets.push(conts[i][t + 1]);

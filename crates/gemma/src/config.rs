@@ -81,7 +81,7 @@ impl GemmaConfig {
                 .ok_or_else(|| GemmaError::config(format!("`{key}` is not a non-negative integer")))
         };
         let uint_or = |key: &str, default: usize| -> Result<usize> {
-            if obj.get(key).map_or(true, Value::is_null) {
+            if obj.get(key).is_none_or(Value::is_null) {
                 Ok(default)
             } else {
                 uint(key)
@@ -141,10 +141,10 @@ impl GemmaConfig {
         check(self.hidden_size > 0 && self.vocab_size > 0, "hidden_size and vocab_size must be positive")?;
         check(self.num_attention_heads > 0 && self.num_key_value_heads > 0, "head counts must be positive")?;
         check(
-            self.num_attention_heads % self.num_key_value_heads == 0,
+            self.num_attention_heads.is_multiple_of(self.num_key_value_heads),
             "num_attention_heads must be a multiple of num_key_value_heads",
         )?;
-        check(self.head_dim % 2 == 0, "head_dim must be even for rotary embeddings")?;
+        check(self.head_dim.is_multiple_of(2), "head_dim must be even for rotary embeddings")?;
         check(self.sliding_window > 0, "sliding_window must be positive")?;
         Ok(())
     }

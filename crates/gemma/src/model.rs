@@ -441,7 +441,7 @@ fn attention_mask(past: usize, t: usize, window: Option<usize>, device: &Device)
     for i in 0..t {
         let q = past + i;
         for j in 0..tk {
-            let visible = j <= q && window.map_or(true, |w| q - j < w);
+            let visible = j <= q && window.is_none_or(|w| q - j < w);
             if !visible {
                 data[i * tk + j] = f32::MIN;
             }

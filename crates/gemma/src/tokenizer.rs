@@ -53,7 +53,7 @@ impl GemmaTokenizer {
             bytes
         };
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| err(e.to_string()))?;
-        Self::new(inner).map_err(|msg| err(msg))
+        Self::new(inner).map_err(err)
     }
 
     /// Wraps a tokenizer that has Gemma's special tokens.
