@@ -71,6 +71,11 @@ impl TechniqueConfig {
         }
     }
 
+    /// Whether the technique trains (pruning without fine-tuning does not).
+    pub fn trains(&self) -> bool {
+        !matches!(self, TechniqueConfig::Pruning(p) if !p.finetune)
+    }
+
     /// Whether the result is an adapter for the base model (else a whole model directory).
     pub fn is_adapter(&self) -> bool {
         matches!(self, TechniqueConfig::Lora(_) | TechniqueConfig::PromptTuning(_))
@@ -114,6 +119,37 @@ pub struct TechniqueRun {
 }
 
 impl TechniqueRun {
+    /// Sets the training seed (data order, dropout) and the technique's own
+    /// initialisation seed where it has one.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.run.train.seed = seed;
+        match &mut self.technique {
+            TechniqueConfig::Lora(c) => c.seed = seed,
+            TechniqueConfig::PromptTuning(c) => c.seed = seed,
+            _ => {}
+        }
+    }
+
+    /// Starts training from `source` instead of the configured model; a distillation
+    /// run keeps the zeros of `masks` (a pruned model's masks file).
+    pub fn start_from(&mut self, source: String, masks: Option<PathBuf>) {
+        self.run.model.source = source;
+        if let TechniqueConfig::Distill(d) = &mut self.technique {
+            d.masks = masks;
+        }
+    }
+
+    /// The model a distillation run learns from.
+    pub fn set_teacher(&mut self, source: String) -> Result<()> {
+        match &mut self.technique {
+            TechniqueConfig::Distill(d) => {
+                d.teacher = Some(source);
+                Ok(())
+            }
+            other => bail!("a teacher needs technique = \"distill\", not \"{}\"", other.name()),
+        }
+    }
+
     /// The identity of the weights this config trains (shared sections + technique).
     pub fn hash(&self) -> String {
         sweelol_train::run_hash(&self.run, &self.technique.name().to_string(), &self.technique.settings_json())

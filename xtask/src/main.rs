@@ -13,9 +13,11 @@ use sweelol_gemma::{ChatMessage, GemmaTokenizer};
 
 mod bench;
 mod config;
+mod findings;
 mod model_loading;
 mod preset;
 mod report;
+mod stats;
 mod study;
 mod train;
 use model_loading::load_model;
@@ -80,14 +82,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// The seven-model study end to end: train, evaluate, write the table.
+    /// The seven-model study end to end: train, evaluate, write the table and findings.
     Study {
         /// A preset name in configs/study/ (default, sweelol) or a path to a preset file.
         #[arg(long, default_value = "default")]
         preset: String,
-        /// Run only this row (KD-Pruned also runs Full-Finetune, its teacher).
-        #[arg(long, value_enum)]
-        only: Option<preset::Row>,
+        /// Run only this row (by its name in the preset, e.g. KD-Pruned), with the rows it
+        /// starts from; the table keeps the other rows' current results.
+        #[arg(long)]
+        only: Option<String>,
+        /// Train every training row once per seed (e.g. 0,1,2); the table shows the spread.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+        /// Documents per task (a number, or `none` for whole test sets); default: the preset's.
+        #[arg(long)]
+        limit: Option<preset::Limit>,
         /// Where results/<preset>/ goes.
         #[arg(long, default_value = "results")]
         results: PathBuf,
@@ -130,6 +139,26 @@ fn repo_root() -> PathBuf {
     } else {
         PathBuf::from(".")
     }
+}
+
+/// A preset file: a path ending in `.toml`, or a name in `configs/study/` (an unknown name
+/// is an error listing the presets there).
+fn preset_path(preset: &str) -> Result<PathBuf> {
+    if preset.ends_with(".toml") {
+        return Ok(PathBuf::from(preset));
+    }
+    let dir = repo_root().join("configs/study");
+    let path = dir.join(format!("{preset}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .collect();
+    names.sort();
+    anyhow::bail!("no preset `{preset}` in {} (presets: {})", dir.display(), names.join(", "))
 }
 
 /// `../shared/data` beside the repository, unless `SWEELOL_DATA` says otherwise.
@@ -191,13 +220,11 @@ fn main() -> Result<()> {
             println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
         Command::Train { config } => train::run_train(&config, &device)?,
-        Command::Study { preset, only, results } => {
-            let path = if preset.ends_with(".toml") {
-                PathBuf::from(preset)
-            } else {
-                repo_root().join("configs/study").join(format!("{preset}.toml"))
-            };
-            study::run_study(&path, only, &device, &cli.backend.to_string(), &results)?;
+        Command::Study { preset, only, seeds, limit, results } => {
+            let path = preset_path(&preset)?;
+            let opts = study::StudyOptions { only, seeds, limit, stop_after_stages: None };
+            let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
+            eprintln!("{}", outcome.summary());
         }
         Command::Bench { out, steps, docs } => bench::run_bench(&out, steps, docs, &device, &cli.backend.to_string())?,
         Command::Export { model, adapter, out } => {

@@ -1,89 +1,127 @@
-//! What a study is, as data: its rows, the preset that configures them, and what each
-//! finished stage records. Shared by the orchestrator (`study.rs`) and the report.
+//! What a study is, as data: its rows (each a name, a technique config and what it starts
+//! from), the evaluation settings, and what each finished stage records. Shared by the
+//! orchestrator (`study.rs`) and the report. Adding a row is a `[[rows]]` entry in a
+//! preset file; no Rust changes.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sweelol_eval::EvalSummary;
 
-/// The seven rows of the study, in the order they run: a row's dependencies come first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
-pub enum Row {
-    Baseline,
-    PrunedBaseline,
-    PromptTune,
-    FullFinetune,
-    Lora,
-    FinetunedPruned,
-    KdPruned,
-}
-
-impl Row {
-    pub const ALL: [Row; 7] = [
-        Row::Baseline,
-        Row::PrunedBaseline,
-        Row::PromptTune,
-        Row::FullFinetune,
-        Row::Lora,
-        Row::FinetunedPruned,
-        Row::KdPruned,
-    ];
-
-    /// The study's row label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Row::Baseline => "Baseline",
-            Row::PrunedBaseline => "Pruned-Baseline",
-            Row::PromptTune => "Prompt-Tune",
-            Row::FullFinetune => "Full-Finetune",
-            Row::Lora => "LoRA",
-            Row::FinetunedPruned => "Finetuned-Pruned",
-            Row::KdPruned => "KD-Pruned",
-        }
-    }
-
-    /// The rows whose results this row starts from: KD-Pruned distils the Full-Finetune
-    /// model into the Pruned-Baseline model (keeping its masks).
-    pub fn depends_on(self) -> &'static [Row] {
-        match self {
-            Row::KdPruned => &[Row::PrunedBaseline, Row::FullFinetune],
-            _ => &[],
-        }
-    }
-
-    /// The row's folder under the study's run directory.
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            Row::Baseline => "baseline",
-            Row::PrunedBaseline => "pruned-baseline",
-            Row::PromptTune => "prompt-tune",
-            Row::FullFinetune => "full-finetune",
-            Row::Lora => "lora",
-            Row::FinetunedPruned => "finetuned-pruned",
-            Row::KdPruned => "kd-pruned",
-        }
-    }
-}
-
+/// One row of a study, as the preset file writes it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowSpec {
+    /// The row's label in the table ("Full-Finetune"); also names its folder.
+    pub name: String,
+    /// Its technique config (relative to the preset file). None: the base model as
+    /// published, evaluated without training.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Start from an earlier row's model instead of the config's `[model] source`; a
+    /// distillation run also keeps that model's pruning masks.
+    #[serde(default)]
+    pub start_from: Option<String>,
+    /// Distil from an earlier row's model (technique `distill` only).
+    #[serde(default)]
+    pub teacher: Option<String>,
+}
+
+impl RowSpec {
+    /// The row's folder under the study's run directory: its name in lower case, runs of
+    /// other characters turned into one `-` ("KD-Pruned" -> "kd-pruned").
+    pub fn dir_name(&self) -> String {
+        let mut out = String::new();
+        for c in self.name.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.ends_with('-') && !out.is_empty() {
+                out.push('-');
+            }
+        }
+        out.trim_end_matches('-').to_string()
+    }
+
+    /// The rows this row's training starts from, in the order start, teacher.
+    pub fn depends_on(&self) -> impl Iterator<Item = &str> {
+        self.start_from.iter().chain(self.teacher.iter()).map(String::as_str)
+    }
+}
+
+/// How many documents per task: a number, or every document (`"none"`, as lm-eval's
+/// `--limit` left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Docs(usize),
+    All,
+}
+
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Limit::Docs(n) => s.serialize_u64(*n as u64),
+            Limit::All => s.serialize_str("none"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Word(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Word(w) => w,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Limit {
+    /// Documents per task as the eval runner takes them (`None`: all).
+    pub fn docs(self) -> Option<usize> {
+        match self {
+            Limit::Docs(n) => Some(n),
+            Limit::All => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Limit::All),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Limit::Docs(n)),
+                _ => Err(format!("`{s}`: expected a positive number of documents or `none`")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Docs(n) => write!(f, "{n}"),
+            Limit::All => f.write_str("none"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSection {
     pub tasks: Vec<String>,
-    pub limit: usize,
+    pub limit: Limit,
     #[serde(default)]
     pub num_fewshot: usize,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RowConfigs {
-    pub pruning: PathBuf,
-    pub prompt_tune: PathBuf,
-    pub full_finetune: PathBuf,
-    pub lora: PathBuf,
-    pub finetuned_pruned: PathBuf,
-    pub kd_pruned: PathBuf,
 }
 
 /// Knobs applied on top of every row's technique config.
@@ -118,54 +156,94 @@ impl Overrides {
     }
 }
 
+fn default_base_model() -> String {
+    sweelol_sources::GEMMA3_270M_GGUF.to_string()
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preset {
     pub name: String,
+    /// What a row without a config evaluates (Baseline).
+    #[serde(default = "default_base_model")]
+    pub base_model: String,
+    /// The published study's table and findings (JSON, relative to this file); without it
+    /// the table has no published column and the findings are not judged.
+    #[serde(default)]
+    pub published: Option<PathBuf>,
     pub eval: EvalSection,
-    pub rows: RowConfigs,
     #[serde(default)]
     pub overrides: Overrides,
+    pub rows: Vec<RowSpec>,
     #[serde(skip)]
     pub file: PathBuf,
 }
 
 impl Preset {
+    /// Reads and checks a preset: paths relative to the file, unique row names and
+    /// folders, dependencies on earlier rows only.
     pub fn load(path: &Path) -> Result<Preset> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut p: Preset = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut p.rows.pruning,
-            &mut p.rows.prompt_tune,
-            &mut p.rows.full_finetune,
-            &mut p.rows.lora,
-            &mut p.rows.finetuned_pruned,
-            &mut p.rows.kd_pruned,
-        ] {
-            *p = base.join(&*p);
+        for row in &mut p.rows {
+            if let Some(c) = &mut row.config {
+                *c = base.join(&*c);
+            }
+        }
+        if let Some(f) = &mut p.published {
+            *f = base.join(&*f);
         }
         p.file = path.to_path_buf();
+        p.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(p)
     }
 
-    /// The technique config file of a training row (`None` for Baseline).
-    pub fn row_config(&self, row: Row) -> Option<&Path> {
-        Some(match row {
-            Row::Baseline => return None,
-            Row::PrunedBaseline => &self.rows.pruning,
-            Row::PromptTune => &self.rows.prompt_tune,
-            Row::FullFinetune => &self.rows.full_finetune,
-            Row::Lora => &self.rows.lora,
-            Row::FinetunedPruned => &self.rows.finetuned_pruned,
-            Row::KdPruned => &self.rows.kd_pruned,
+    fn check(&self) -> Result<()> {
+        if self.rows.is_empty() {
+            bail!("no [[rows]]");
+        }
+        for (i, row) in self.rows.iter().enumerate() {
+            let earlier = &self.rows[..i];
+            if row.dir_name().is_empty() {
+                bail!("row name {:?} has no letters or digits", row.name);
+            }
+            if let Some(dup) = earlier.iter().find(|r| r.name == row.name || r.dir_name() == row.dir_name()) {
+                bail!("rows {:?} and {:?} would share the folder {:?}", dup.name, row.name, row.dir_name());
+            }
+            for dep in row.depends_on() {
+                if !earlier.iter().any(|r| r.name == dep) {
+                    bail!("row {:?} starts from {dep:?}, which is not an earlier row", row.name);
+                }
+                if earlier.iter().any(|r| r.name == dep && r.config.is_none()) {
+                    bail!("row {:?} starts from {dep:?}, the base model: name no row, or leave it out", row.name);
+                }
+            }
+            if row.config.is_none() && (row.start_from.is_some() || row.teacher.is_some()) {
+                bail!("row {:?} has no config, so it cannot start from another row", row.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The row called `name`.
+    pub fn row(&self, name: &str) -> Result<&RowSpec> {
+        self.rows.iter().find(|r| r.name == name).with_context(|| {
+            let names: Vec<&str> = self.rows.iter().map(|r| r.name.as_str()).collect();
+            format!("no row {name:?} in preset `{}` (rows: {})", self.name, names.join(", "))
         })
+    }
+
+    /// The row of the base model as published (the one without a config), if any.
+    pub fn baseline(&self) -> Option<&RowSpec> {
+        self.rows.iter().find(|r| r.config.is_none())
     }
 }
 
-/// What a finished stage recorded.
+/// What a finished training stage recorded.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageRecord {
+    /// The stage's identity: its config and the identities of the stages it starts from.
     pub hash: String,
     pub seconds: f64,
     /// Technique report (trainable params, losses, sparsity …) as JSON.
@@ -175,13 +253,62 @@ pub struct StageRecord {
     pub adapter: Option<PathBuf>,
 }
 
-/// One row's outcome for the report.
+/// One row's outcome for the report (one seed of it).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RowResult {
-    pub row: Row,
+    pub row: String,
+    /// The training seed, when the study ran several.
+    pub seed: Option<u64>,
     pub train: Option<StageRecord>,
     pub eval: EvalSummary,
     pub eval_dir: PathBuf,
     pub eval_seconds: f64,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(rows: &str) -> Result<Preset> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let text = format!("name = \"t\"\n[eval]\ntasks = [\"hellaswag\"]\nlimit = 4\n{rows}");
+        std::fs::write(&path, text).unwrap();
+        Preset::load(&path)
+    }
+
+    #[test]
+    fn rows_are_data_and_checked() {
+        let p = preset(
+            "[[rows]]\nname = \"Baseline\"\n[[rows]]\nname = \"Pruned\"\nconfig = \"a.toml\"\n\
+             [[rows]]\nname = \"LoRA on Pruned\"\nconfig = \"b.toml\"\nstart_from = \"Pruned\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.rows.len(), 3);
+        assert_eq!(p.rows[2].dir_name(), "lora-on-pruned");
+        assert_eq!(p.rows[2].depends_on().collect::<Vec<_>>(), vec!["Pruned"]);
+        assert_eq!(p.baseline().unwrap().name, "Baseline");
+        assert_eq!(p.eval.limit, Limit::Docs(4));
+        let err = p.row("Nope").unwrap_err().to_string();
+        assert!(err.contains("Baseline, Pruned, LoRA on Pruned"), "{err}");
+
+        let err = preset("[[rows]]\nname = \"A\"\nconfig = \"a.toml\"\nteacher = \"B\"\n[[rows]]\nname = \"B\"\nconfig = \"b.toml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an earlier row"), "{err}");
+        let err = preset("[[rows]]\nname = \"A b\"\n[[rows]]\nname = \"a-B\"\n").unwrap_err().to_string();
+        assert!(err.contains("share the folder"), "{err}");
+        let err = preset("[[rows]]\nname = \"A\"\nconfig = \"a.toml\"\nlr = 3\n").unwrap_err().to_string();
+        assert!(err.contains("lr"), "{err}");
+    }
+
+    #[test]
+    fn limit_is_a_number_or_none() {
+        assert_eq!("none".parse::<Limit>().unwrap(), Limit::All);
+        assert_eq!("200".parse::<Limit>().unwrap(), Limit::Docs(200));
+        assert!("0".parse::<Limit>().is_err() && "all".parse::<Limit>().is_err());
+        let all: EvalSection = toml::from_str("tasks = []\nlimit = \"none\"").unwrap();
+        assert_eq!(all.limit.docs(), None);
+        assert!(toml::from_str::<EvalSection>("tasks = []\nlimit = \"all\"").is_err());
+    }
+}

@@ -1,31 +1,54 @@
-//! The study's outputs: the table (Markdown, CSV, JSON) with the published numbers beside
-//! ours, 95% confidence intervals, a paired test of each row against Baseline per task, an
-//! SVG plot and a manifest of everything that produced them.
+//! The study's outputs. First the statistics ([`Report::compute`]): per row and task the
+//! accuracy with its 95% interval, the published number, an exact McNemar test against
+//! Baseline paired by `doc_id` with Holm's correction over all of them, Average MMLU with
+//! a paired bootstrap interval, the spread across seeds, and the published findings
+//! judged (`findings.rs`). Then the renderings: `table.md`, `table.csv`, `table.json`,
+//! `plot.svg` and `manifest.json`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::Serialize;
 use serde_json::json;
 use sweelol_eval::DocResult;
 
-use crate::preset::{Preset, Row, RowResult};
+use crate::findings::{judge_findings, Finding, Scores};
+use crate::preset::{Limit, Preset, RowResult};
+use crate::stats::{bootstrap_mean_of_means, holm, mcnemar_paired, paired, paired_bootstrap_diff, Estimate};
 
-/// The published study's numbers (bf16 hub weights, limit 200), in percent, for the rows
-/// the issue tracker gives; rows it does not give are left blank.
-pub fn published(row: Row) -> Option<BTreeMap<&'static str, f64>> {
-    match row {
-        Row::Baseline => Some(BTreeMap::from([
-            ("hellaswag", 43.50),
-            ("mmlu_formal_logic", 25.40),
-            ("mmlu_high_school_computer_science", 24.00),
-            ("mmlu_professional_law", 27.00),
-            ("mmlu_abstract_algebra", 22.00),
-            ("mmlu_high_school_mathematics", 26.00),
-            ("average_mmlu", 24.88),
-        ])),
-        _ => None,
+/// The limit the published study used; a table at another limit says so.
+const PUBLISHED_LIMIT: Limit = Limit::Docs(200);
+
+/// The published study's table and findings (`published` in a preset).
+#[derive(Default)]
+pub struct Published {
+    /// Row -> task (or `average_mmlu`) -> acc in %.
+    pub rows: BTreeMap<String, BTreeMap<String, f64>>,
+    pub findings: Vec<(u64, String)>,
+}
+
+impl Published {
+    pub fn load(path: &Path) -> Result<Published> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let rows = v["rows"]
+            .as_object()
+            .with_context(|| format!("{}: no `rows` object", path.display()))?
+            .iter()
+            .map(|(row, cells)| {
+                let cells = cells.as_object().into_iter().flatten().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?)));
+                (row.clone(), cells.collect())
+            })
+            .collect();
+        let findings = v["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| Some((f["id"].as_u64()?, f["claim"].as_str()?.to_string())))
+            .collect();
+        Ok(Published { rows, findings })
     }
 }
 
@@ -42,182 +65,331 @@ fn column(task: &str) -> String {
     }
 }
 
-/// Exact two-sided McNemar test on paired per-document correctness: `b` docs right only in
-/// A, `c` right only in B; p = P(|X - n/2| >= |b - n/2|) for X ~ Binomial(n = b + c, 1/2).
-pub fn mcnemar_exact(b: usize, c: usize) -> f64 {
-    let n = b + c;
-    if n == 0 {
-        return 1.0;
-    }
-    let k = b.min(c);
-    // P(X <= k) with log-space binomial terms, doubled and capped at 1.
-    let ln_fact = |m: usize| (1..=m).map(|i| (i as f64).ln()).sum::<f64>();
-    let ln_n = ln_fact(n);
-    let tail: f64 = (0..=k).map(|i| (ln_n - ln_fact(i) - ln_fact(n - i) - n as f64 * 2f64.ln()).exp()).sum();
-    (2.0 * tail).min(1.0)
-}
-
-fn read_docs(path: &Path) -> Vec<DocResult> {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
-        .unwrap_or_default()
-}
-
-/// One row and task of the table: everything the four renderings show.
-struct Cell {
-    task: String,
-    /// Accuracy in %, its 95% CI bounds, acc_norm in % (HellaSwag).
-    acc: f64,
-    ci95: [f64; 2],
-    half_width: f64,
-    acc_norm: Option<f64>,
-    n: usize,
-    published: Option<f64>,
-    /// Exact McNemar p against Baseline (None for Baseline itself).
-    p_vs_baseline: Option<f64>,
-}
-
-/// One row of the table.
-struct TableRow<'a> {
-    result: &'a RowResult,
-    /// One per preset task; `None` where the row has no result for it.
-    cells: Vec<Option<Cell>>,
-    average_mmlu: Option<f64>,
-    published_average_mmlu: Option<f64>,
-}
-
-/// McNemar's p of `ours` against `base` on one task's per-document files.
-fn p_vs_baseline(ours: &RowResult, base: &RowResult, task: &str) -> f64 {
-    let ours = read_docs(&ours.eval_dir.join(format!("{task}.jsonl")));
-    let base = read_docs(&base.eval_dir.join(format!("{task}.jsonl")));
-    let (mut only_base, mut only_ours) = (0, 0);
-    for (o, b) in ours.iter().zip(&base) {
-        match (b.acc > 0.5, o.acc > 0.5) {
-            (true, false) => only_base += 1,
-            (false, true) => only_ours += 1,
-            _ => {}
-        }
-    }
-    mcnemar_exact(only_base, only_ours)
-}
-
-/// The statistics of every evaluated row (first step of the report; rendering follows).
-fn table_rows<'a>(tasks: &[String], results: &'a BTreeMap<Row, RowResult>) -> Vec<TableRow<'a>> {
-    let baseline = results.get(&Row::Baseline);
-    let evaluated = results.iter().filter(|(_, r)| !r.eval.tasks.is_empty());
-    evaluated
-        .map(|(row, r)| {
-            let pubs = published(*row);
-            let cells = tasks
-                .iter()
-                .map(|task| {
-                    let t = r.eval.tasks.iter().find(|t| &t.task == task)?;
-                    Some(Cell {
-                        task: task.clone(),
-                        acc: 100.0 * t.acc.value,
-                        ci95: [100.0 * t.acc.ci95[0], 100.0 * t.acc.ci95[1]],
-                        half_width: 196.0 * t.acc.stderr,
-                        acc_norm: t.acc_norm.as_ref().map(|m| 100.0 * m.value),
-                        n: t.n,
-                        published: pubs.as_ref().and_then(|p| p.get(task.as_str()).copied()),
-                        p_vs_baseline: baseline.filter(|_| *row != Row::Baseline).map(|b| p_vs_baseline(r, b, task)),
-                    })
-                })
-                .collect();
-            TableRow {
-                result: r,
-                cells,
-                average_mmlu: r.eval.mmlu_average.map(|a| 100.0 * a),
-                published_average_mmlu: pubs.as_ref().and_then(|p| p.get("average_mmlu").copied()),
-            }
-        })
+/// Reads a task's per-document results.
+fn read_docs(path: &Path) -> Result<Vec<DocResult>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a document result", path.display(), i + 1)))
         .collect()
 }
 
-fn render_markdown(rows: &[TableRow], preset: &Preset) -> Result<String> {
-    let tasks = &preset.eval.tasks;
-    let mut md = String::new();
-    let header: Vec<String> = tasks.iter().map(|t| column(t)).collect();
-    writeln!(md, "| Model | {} | Average MMLU |", header.join(" | "))?;
-    writeln!(md, "|---|{}---:|", "---:|".repeat(tasks.len()))?;
-    for r in rows {
-        let mut cells = Vec::new();
-        for c in &r.cells {
-            let Some(c) = c else {
-                cells.push("–".to_string());
-                continue;
-            };
-            let mut cell = format!("{:.2} ±{:.1}", c.acc, c.half_width);
-            if let Some(p) = c.published {
-                write!(cell, " (pub. {p:.2}, {:+.2})", c.acc - p)?;
-            }
-            if let Some(p) = c.p_vs_baseline {
-                write!(cell, " p={p:.2}")?;
-            }
-            cells.push(cell);
-        }
-        let avg_cell = match (r.average_mmlu, r.published_average_mmlu) {
-            (Some(a), Some(p)) => format!("{a:.2} (pub. {p:.2}, {:+.2})", a - p),
-            (Some(a), None) => format!("{a:.2}"),
-            _ => "–".into(),
-        };
-        writeln!(md, "| {} | {} | {avg_cell} |", r.result.row.label(), cells.join(" | "))?;
-    }
-    writeln!(
-        md,
-        "\nacc in %, ± = 95% CI half-width (1.96 × lm-eval's stderr); pub. = the published study (bf16 hub \
-         weights); p = exact McNemar test of per-document correctness against Baseline. limit {}, {}-shot.",
-        preset.eval.limit, preset.eval.num_fewshot
-    )?;
-    Ok(md)
+/// One row and task of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    /// Accuracy in % (the mean over seeds when there are several).
+    pub acc: f64,
+    /// 95% interval of the accuracy over documents (first seed), in %.
+    pub ci95: [f64; 2],
+    pub acc_norm: Option<f64>,
+    pub n: usize,
+    pub published: Option<f64>,
+    /// Exact McNemar p against Baseline (first seed), paired by doc_id, and Holm-adjusted
+    /// over every row and task.
+    pub p_vs_baseline: Option<f64>,
+    pub p_holm: Option<f64>,
+    /// Standard deviation of acc across seeds, in points (several seeds only).
+    pub seed_sd: Option<f64>,
 }
 
-fn render_csv(rows: &[TableRow]) -> Result<String> {
-    let mut csv = String::from("row,source,task,acc,ci95_low,ci95_high,acc_norm,published,diff_vs_published,p_vs_baseline\n");
-    let opt = |v: Option<f64>, digits: usize| v.map_or(String::new(), |x| format!("{x:.digits$}"));
-    for r in rows {
-        let source = r.result.train.as_ref().map_or("base".to_string(), |t| t.model_source.clone());
-        for c in r.cells.iter().flatten() {
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableRow {
+    pub row: String,
+    pub seeds: Vec<u64>,
+    pub tasks: BTreeMap<String, Cell>,
+    /// Average MMLU in % with its paired bootstrap 95% interval over documents.
+    pub average_mmlu: Option<Estimate>,
+    /// Average MMLU minus Baseline's, paired bootstrap 95% interval (points).
+    pub average_mmlu_vs_baseline: Option<Estimate>,
+    pub published_average_mmlu: Option<f64>,
+    /// Held-out Dolly loss before and after training (first seed), for rows that train.
+    pub held_out_loss: Option<[f64; 2]>,
+    /// Training record(s) and eval time, one per seed.
+    pub train: Vec<serde_json::Value>,
+    pub eval_seconds: f64,
+}
+
+/// Everything the renderings show.
+#[derive(Serialize)]
+pub struct Report {
+    pub preset: String,
+    pub tasks: Vec<String>,
+    pub limit: Limit,
+    pub num_fewshot: usize,
+    /// Whether the limit is the published study's (200); otherwise its numbers are on
+    /// other documents and only indicative.
+    pub same_limit_as_published: bool,
+    pub rows: Vec<TableRow>,
+    pub findings: Vec<Finding>,
+    /// Where the rule that turns comparisons into verdicts is written down.
+    pub decision_rule: &'static str,
+}
+
+/// The per-document results of each row's first seed: row -> task -> docs.
+fn first_seed_scores(results: &[RowResult], tasks: &[String]) -> Result<Scores> {
+    let mut scores = Scores::default();
+    for r in results {
+        if scores.rows.contains_key(&r.row) {
+            continue;
+        }
+        let mut by_task = BTreeMap::new();
+        for t in r.eval.tasks.iter().filter(|t| tasks.contains(&t.task)) {
+            by_task.insert(t.task.clone(), read_docs(&r.eval_dir.join(format!("{}.jsonl", t.task)))?);
+        }
+        scores.rows.insert(r.row.clone(), by_task);
+    }
+    Ok(scores)
+}
+
+fn sd(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt()
+}
+
+impl Report {
+    /// The statistics of `results` (one entry per row and seed, in preset order).
+    pub fn compute(preset: &Preset, published: &Published, results: &[RowResult]) -> Result<Report> {
+        let tasks = &preset.eval.tasks;
+        let scores = first_seed_scores(results, tasks)?;
+        let baseline = preset.baseline().map(|b| b.name.clone()).filter(|b| scores.rows.contains_key(b));
+        let mmlu: Vec<&String> = tasks.iter().filter(|t| t.starts_with("mmlu_")).collect();
+        let mut rows = Vec::new();
+        // (row index, task) of every test against Baseline, for Holm.
+        let mut tests: Vec<(usize, String, f64)> = Vec::new();
+        for spec in &preset.rows {
+            let runs: Vec<&RowResult> = results.iter().filter(|r| r.row == spec.name).collect();
+            let Some(first) = runs.first() else { continue };
+            let docs = &scores.rows[&spec.name];
+            let pubs = published.rows.get(&spec.name);
+            let mut cells = BTreeMap::new();
+            for task in tasks {
+                let Some(summary) = first.eval.tasks.iter().find(|t| &t.task == task) else { continue };
+                let accs: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| r.eval.tasks.iter().find(|t| &t.task == task).map(|t| 100.0 * t.acc.value))
+                    .collect();
+                let p = match &baseline {
+                    Some(b) if *b != spec.name => {
+                        let (ours, base) = paired(&docs[task], &scores.rows[b][task], &format!("{} vs {b} on {task}", spec.name))?;
+                        let p = mcnemar_paired(&ours, &base);
+                        tests.push((rows.len(), task.clone(), p));
+                        Some(p)
+                    }
+                    _ => None,
+                };
+                cells.insert(
+                    task.clone(),
+                    Cell {
+                        acc: accs.iter().sum::<f64>() / accs.len() as f64,
+                        ci95: [100.0 * summary.acc.ci95[0], 100.0 * summary.acc.ci95[1]],
+                        acc_norm: summary.acc_norm.as_ref().map(|m| 100.0 * m.value),
+                        n: summary.n,
+                        published: pubs.and_then(|p| p.get(task).copied()),
+                        p_vs_baseline: p,
+                        p_holm: None,
+                        seed_sd: (accs.len() > 1).then(|| sd(&accs)),
+                    },
+                );
+            }
+            let mmlu_docs = |row: &str| -> Option<Vec<&Vec<DocResult>>> { mmlu.iter().map(|t| scores.rows[row].get(*t)).collect() };
+            let average_mmlu = match mmlu_docs(&spec.name) {
+                Some(d) if !d.is_empty() => {
+                    let xs: Vec<Vec<f64>> = d.iter().map(|docs| docs.iter().map(|x| x.acc).collect()).collect();
+                    let e = bootstrap_mean_of_means(&xs);
+                    Some(Estimate { value: 100.0 * e.value, ci95: [100.0 * e.ci95[0], 100.0 * e.ci95[1]] })
+                }
+                _ => None,
+            };
+            let average_mmlu_vs_baseline = match (&baseline, mmlu_docs(&spec.name)) {
+                (Some(b), Some(ours)) if *b != spec.name && !ours.is_empty() => {
+                    let theirs = mmlu_docs(b).unwrap_or_default();
+                    let mut xs = Vec::new();
+                    let mut ys = Vec::new();
+                    for (task, (o, t)) in mmlu.iter().zip(ours.iter().zip(&theirs)) {
+                        let (x, y) = paired(o, t, &format!("{} vs {b} on {task}", spec.name))?;
+                        xs.push(x);
+                        ys.push(y);
+                    }
+                    (xs.len() == mmlu.len()).then(|| {
+                        let e = paired_bootstrap_diff(&xs, &ys);
+                        Estimate { value: 100.0 * e.value, ci95: [100.0 * e.ci95[0], 100.0 * e.ci95[1]] }
+                    })
+                }
+                _ => None,
+            };
+            rows.push(TableRow {
+                row: spec.name.clone(),
+                seeds: runs.iter().filter_map(|r| r.seed).collect(),
+                tasks: cells,
+                average_mmlu,
+                average_mmlu_vs_baseline,
+                published_average_mmlu: pubs.and_then(|p| p.get("average_mmlu").copied()),
+                held_out_loss: first.train.as_ref().and_then(|t| {
+                    Some([t.details["eval_loss_before"].as_f64()?, t.details["eval_loss"].as_f64()?])
+                }),
+                train: runs.iter().filter_map(|r| r.train.as_ref().map(|t| json!(t))).collect(),
+                eval_seconds: runs.iter().map(|r| r.eval_seconds).sum(),
+            });
+        }
+        let adjusted = holm(&tests.iter().map(|t| t.2).collect::<Vec<_>>());
+        for ((row, task, _), p) in tests.iter().zip(adjusted) {
+            if let Some(cell) = rows[*row].tasks.get_mut(task) {
+                cell.p_holm = Some(p);
+            }
+        }
+        let findings = judge_findings(&published.findings, &scores)?;
+        Ok(Report {
+            preset: preset.name.clone(),
+            tasks: tasks.clone(),
+            limit: preset.eval.limit,
+            num_fewshot: preset.eval.num_fewshot,
+            same_limit_as_published: preset.eval.limit == PUBLISHED_LIMIT,
+            rows,
+            findings,
+            decision_rule: "docs/findings.md",
+        })
+    }
+
+    fn markdown(&self) -> Result<String> {
+        let mut md = String::new();
+        if !self.same_limit_as_published {
             writeln!(
-                csv,
-                "{},{source},{},{:.4},{:.4},{:.4},{},{},{},{}",
-                r.result.row.label(),
-                c.task,
-                c.acc,
-                c.ci95[0],
-                c.ci95[1],
-                opt(c.acc_norm, 4),
-                opt(c.published, 2),
-                opt(c.published.map(|p| c.acc - p), 4),
-                opt(c.p_vs_baseline, 4),
+                md,
+                "**Limit {} documents per task, not the published 200**: the published numbers beside ours are on \
+                 other documents and only indicative.\n",
+                self.limit
             )?;
         }
+        let header: Vec<String> = self.tasks.iter().map(|t| column(t)).collect();
+        writeln!(md, "| Model | {} | Average MMLU |", header.join(" | "))?;
+        writeln!(md, "|---|{}---:|", "---:|".repeat(self.tasks.len()))?;
+        for r in &self.rows {
+            let mut cells = Vec::new();
+            for task in &self.tasks {
+                let Some(c) = r.tasks.get(task) else {
+                    cells.push("–".to_string());
+                    continue;
+                };
+                let mut cell = format!("{:.2} ±{:.1}", c.acc, (c.ci95[1] - c.ci95[0]) / 2.0);
+                if let Some(sd) = c.seed_sd {
+                    write!(cell, " (sd {sd:.1} over {} seeds)", r.seeds.len())?;
+                }
+                if let Some(p) = c.published {
+                    write!(cell, " (pub. {p:.2})")?;
+                }
+                if let (Some(p), Some(h)) = (c.p_vs_baseline, c.p_holm) {
+                    write!(cell, " p={p:.2} (Holm {h:.2})")?;
+                }
+                cells.push(cell);
+            }
+            let mut avg = match &r.average_mmlu {
+                Some(a) => format!("{:.2} [{:.1}, {:.1}]", a.value, a.ci95[0], a.ci95[1]),
+                None => "–".into(),
+            };
+            if let Some(p) = r.published_average_mmlu {
+                write!(avg, " (pub. {p:.2})")?;
+            }
+            if let Some(d) = &r.average_mmlu_vs_baseline {
+                write!(avg, " Δ {:+.2} [{:+.1}, {:+.1}]", d.value, d.ci95[0], d.ci95[1])?;
+            }
+            writeln!(md, "| {} | {} | {avg} |", r.row, cells.join(" | "))?;
+        }
+        writeln!(
+            md,
+            "\nacc in %, ± = 95% CI half-width over documents; pub. = the published study (bf16 hub weights, limit \
+             200); p = exact McNemar test of per-document correctness against Baseline (paired by doc_id), Holm = \
+             its Holm-adjusted value over all {} tests; Average MMLU [95% paired bootstrap interval], Δ = minus \
+             Baseline's. limit {}, {}-shot.",
+            self.rows.iter().flat_map(|r| r.tasks.values()).filter(|c| c.p_vs_baseline.is_some()).count(),
+            self.limit,
+            self.num_fewshot
+        )?;
+        let losses: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.held_out_loss.map(|[a, b]| format!("{} {a:.3} → {b:.3}", r.row)))
+            .collect();
+        if !losses.is_empty() {
+            writeln!(md, "\nHeld-out Dolly loss before → after training: {}.", losses.join(", "))?;
+        }
+        if !self.findings.is_empty() {
+            writeln!(md, "\n**The published findings** (rule: `{}`):\n", self.decision_rule)?;
+            for f in &self.findings {
+                let verdict = serde_json::to_value(f.verdict)?.as_str().unwrap_or_default().replace('_', " ");
+                writeln!(md, "{}. {} — **{verdict}**", f.id, f.claim)?;
+            }
+        }
+        Ok(md)
     }
-    Ok(csv)
-}
 
-fn render_json(rows: &[TableRow]) -> serde_json::Value {
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            let tasks: serde_json::Map<String, serde_json::Value> = r
-                .cells
-                .iter()
-                .flatten()
-                .map(|c| {
-                    let v = json!({"acc": c.acc, "ci95": c.ci95, "acc_norm": c.acc_norm, "n": c.n,
-                                   "published": c.published, "p_vs_baseline": c.p_vs_baseline});
-                    (c.task.clone(), v)
-                })
-                .collect();
-            json!({
-                "row": r.result.row.label(), "tasks": tasks, "average_mmlu": r.average_mmlu,
-                "published_average_mmlu": r.published_average_mmlu, "train": r.result.train,
-                "eval_seconds": r.result.eval_seconds, "docs_per_second": r.result.eval.docs_per_second,
-            })
-        })
-        .collect();
-    serde_json::Value::Array(rows)
+    fn csv(&self) -> Result<String> {
+        let mut csv = String::from("row,task,acc,ci95_low,ci95_high,acc_norm,n,published,p_vs_baseline,p_holm,seed_sd\n");
+        let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
+        for r in &self.rows {
+            for (task, c) in &r.tasks {
+                writeln!(
+                    csv,
+                    "{},{task},{:.4},{:.4},{:.4},{},{},{},{},{},{}",
+                    r.row,
+                    c.acc,
+                    c.ci95[0],
+                    c.ci95[1],
+                    opt(c.acc_norm),
+                    c.n,
+                    opt(c.published),
+                    opt(c.p_vs_baseline),
+                    opt(c.p_holm),
+                    opt(c.seed_sd),
+                )?;
+            }
+            if let Some(a) = &r.average_mmlu {
+                writeln!(csv, "{},average_mmlu,{:.4},{:.4},{:.4},,,{},,,", r.row, a.value, a.ci95[0], a.ci95[1], opt(r.published_average_mmlu))?;
+            }
+        }
+        Ok(csv)
+    }
+
+    /// Accuracy per task: one point per row with its 95% interval, the published number as
+    /// a hollow diamond, and the 25% chance line (four choices in every task).
+    fn svg(&self) -> String {
+        let colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f"];
+        let (gw, step, h, top, left, max) = (150.0, 16.0, 260.0, 30.0, 50.0, 70.0);
+        let width = left + gw * self.tasks.len() as f64 + 190.0;
+        let y = |pct: f64| top + h - h * pct / max;
+        let mut s = format!(
+            "<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{}' font-family='sans-serif' font-size='11'>\n",
+            h + top + 60.0
+        );
+        for pct in [0.0, 20.0, 40.0, 60.0] {
+            let _ = writeln!(s, "<line x1='{left}' x2='{}' y1='{}' y2='{}' stroke='#eee'/><text x='{}' y='{}' text-anchor='end'>{pct}%</text>", width - 190.0, y(pct), y(pct), left - 4.0, y(pct) + 4.0);
+        }
+        let _ = writeln!(s, "<line x1='{left}' x2='{}' y1='{}' y2='{}' stroke='#999' stroke-dasharray='4 3'/><text x='{}' y='{}' fill='#777'>chance 25%</text>", width - 190.0, y(25.0), y(25.0), width - 186.0, y(25.0) + 4.0);
+        for (ti, task) in self.tasks.iter().enumerate() {
+            let x0 = left + gw * ti as f64 + 16.0;
+            for (ri, r) in self.rows.iter().enumerate() {
+                let Some(c) = r.tasks.get(task) else { continue };
+                let x = x0 + step * ri as f64;
+                let color = colors[ri % colors.len()];
+                let _ = writeln!(s, "<line x1='{x}' x2='{x}' y1='{}' y2='{}' stroke='{color}'/>", y(c.ci95[0]), y(c.ci95[1]));
+                let _ = writeln!(s, "<circle cx='{x}' cy='{}' r='3.5' fill='{color}'><title>{}: {:.2}% [{:.1}, {:.1}]</title></circle>", y(c.acc), r.row, c.acc, c.ci95[0], c.ci95[1]);
+                if let Some(p) = c.published {
+                    let (px, py) = (x, y(p));
+                    let _ = writeln!(s, "<path d='M{px} {} L{} {py} L{px} {} L{} {py} Z' fill='none' stroke='{color}'><title>{} published: {p:.2}%</title></path>", py - 4.0, px + 4.0, py + 4.0, px - 4.0, r.row);
+                }
+            }
+            let _ = writeln!(s, "<text x='{}' y='{}' text-anchor='middle'>{}</text>", x0 + step * self.rows.len() as f64 / 2.0, top + h + 16.0, column(task));
+        }
+        for (ri, r) in self.rows.iter().enumerate() {
+            let (x, yy) = (width - 170.0, top + 14.0 * ri as f64);
+            let _ = writeln!(s, "<circle cx='{}' cy='{}' r='4' fill='{}'/><text x='{}' y='{}'>{}</text>", x + 5.0, yy + 5.0, colors[ri % colors.len()], x + 14.0, yy + 9.0, r.row);
+        }
+        let yy = top + 14.0 * self.rows.len() as f64 + 6.0;
+        let _ = writeln!(s, "<path d='M{} {} l4 4 l-4 4 l-4 -4 Z' fill='none' stroke='#333'/><text x='{}' y='{}'>published</text>", width - 165.0, yy, width - 156.0, yy + 8.0);
+        let _ = writeln!(s, "<text x='{left}' y='18' font-size='13'>Accuracy per task, 95% intervals (zero-shot, limit {})</text></svg>", self.limit);
+        s
+    }
 }
 
 /// The commit the binary runs from, if `git` can tell.
@@ -227,16 +399,28 @@ fn git_commit() -> Option<String> {
 }
 
 /// Everything that produced the table: configs (verbatim), commit, backend, stage times.
-fn manifest(preset: &Preset, backend: &str, results: &BTreeMap<Row, RowResult>, wall_seconds: f64) -> serde_json::Value {
-    let mut files = vec![("preset".to_string(), preset.file.clone())];
-    for row in Row::ALL {
-        if let Some(p) = preset.row_config(row) {
-            files.push((row.dir_name().to_string(), p.to_path_buf()));
+fn manifest(preset: &Preset, backend: &str, results: &[RowResult], wall_seconds: f64) -> serde_json::Value {
+    let mut files: Vec<(String, PathBuf)> = vec![("preset".to_string(), preset.file.clone())];
+    for row in &preset.rows {
+        if let Some(p) = &row.config {
+            files.push((row.name.clone(), p.clone()));
         }
     }
     let configs: BTreeMap<String, String> = files
         .into_iter()
         .map(|(k, p)| (k, std::fs::read_to_string(&p).unwrap_or_else(|e| format!("<{}: {e}>", p.display()))))
+        .collect();
+    let stages: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "row": r.row, "seed": r.seed,
+                "train_seconds": r.train.as_ref().map(|t| t.seconds),
+                "train": r.train.as_ref().map(|t| &t.details),
+                "eval_seconds": r.eval_seconds,
+                "eval_docs_per_second": r.eval.docs_per_second,
+            })
+        })
         .collect();
     json!({
         "preset": preset.name,
@@ -244,29 +428,26 @@ fn manifest(preset: &Preset, backend: &str, results: &BTreeMap<Row, RowResult>, 
         "backend": backend,
         "wall_seconds_this_invocation": wall_seconds,
         "peak_rss_mib": peak_rss_mib(),
-        "stages": results.iter().map(|(row, r)| (row.label().to_string(), json!({
-            "train_seconds": r.train.as_ref().map(|t| t.seconds),
-            "train": r.train.as_ref().map(|t| &t.details),
-            "eval_seconds": r.eval_seconds,
-            "eval_docs_per_second": r.eval.docs_per_second,
-        }))).collect::<BTreeMap<_, _>>(),
+        "stages": stages,
         "configs": configs,
     })
 }
 
 /// Writes table.md/.csv/.json, plot.svg and manifest.json into `run_dir`.
-pub fn write_report(
-    run_dir: &Path,
-    preset: &Preset,
-    backend: &str,
-    results: &BTreeMap<Row, RowResult>,
-    wall_seconds: f64,
-) -> Result<()> {
-    let rows = table_rows(&preset.eval.tasks, results);
-    std::fs::write(run_dir.join("table.md"), render_markdown(&rows, preset)?)?;
-    std::fs::write(run_dir.join("table.csv"), render_csv(&rows)?)?;
-    std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&render_json(&rows))?)?;
-    std::fs::write(run_dir.join("plot.svg"), svg_plot(&preset.eval.tasks, results))?;
+pub fn write_report(run_dir: &Path, preset: &Preset, backend: &str, results: &[RowResult], wall_seconds: f64) -> Result<()> {
+    let published = match &preset.published {
+        Some(path) if path.is_file() => Published::load(path)?,
+        Some(path) => {
+            eprintln!("note: {} not found; the table has no published numbers", path.display());
+            Published::default()
+        }
+        None => Published::default(),
+    };
+    let report = Report::compute(preset, &published, results)?;
+    std::fs::write(run_dir.join("table.md"), report.markdown()?)?;
+    std::fs::write(run_dir.join("table.csv"), report.csv()?)?;
+    std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(run_dir.join("plot.svg"), report.svg())?;
     let manifest = manifest(preset, backend, results, wall_seconds);
     std::fs::write(run_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(())
@@ -278,61 +459,4 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-/// Grouped bars: one group per task, one bar per row, acc in %.
-fn svg_plot(tasks: &[String], results: &BTreeMap<Row, RowResult>) -> String {
-    let rows: Vec<&RowResult> = results.values().filter(|r| !r.eval.tasks.is_empty()).collect();
-    let colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1"];
-    let (gw, bw, h, top, left) = (150.0, 18.0, 260.0, 30.0, 50.0);
-    let width = left + gw * tasks.len() as f64 + 170.0;
-    let mut s = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{}' font-family='sans-serif' font-size='11'>\n",
-        h + top + 60.0
-    );
-    for pct in [0, 25, 50] {
-        let y = top + h - h * pct as f64 / 60.0;
-        let _ = writeln!(s, "<line x1='{left}' x2='{}' y1='{y}' y2='{y}' stroke='#ddd'/><text x='{}' y='{}' text-anchor='end'>{pct}%</text>", width - 170.0, left - 4.0, y + 4.0);
-    }
-    for (ti, task) in tasks.iter().enumerate() {
-        let x0 = left + gw * ti as f64 + 10.0;
-        for (ri, r) in rows.iter().enumerate() {
-            if let Some(t) = r.eval.tasks.iter().find(|t| &t.task == task) {
-                let v = 100.0 * t.acc.value;
-                let bh = h * v / 60.0;
-                let _ = writeln!(
-                    s,
-                    "<rect x='{}' y='{}' width='{}' height='{bh}' fill='{}'><title>{}: {v:.2}%</title></rect>",
-                    x0 + bw * ri as f64,
-                    top + h - bh,
-                    bw - 2.0,
-                    colors[ri % colors.len()],
-                    r.row.label()
-                );
-            }
-        }
-        let _ = writeln!(s, "<text x='{}' y='{}' text-anchor='middle'>{}</text>", x0 + bw * rows.len() as f64 / 2.0, top + h + 16.0, column(task));
-    }
-    for (ri, r) in rows.iter().enumerate() {
-        let y = top + 14.0 * ri as f64;
-        let x = width - 160.0;
-        let _ = writeln!(s, "<rect x='{x}' y='{y}' width='10' height='10' fill='{}'/><text x='{}' y='{}'>{}</text>", colors[ri % colors.len()], x + 14.0, y + 9.0, r.row.label());
-    }
-    let _ = writeln!(s, "<text x='{left}' y='18' font-size='13'>Accuracy per task (zero-shot)</text></svg>");
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mcnemar_exact;
-
-    #[test]
-    fn mcnemar_matches_binomial_tables() {
-        // b=0, c=5: p = 2 * 0.5^5 = 0.0625.
-        assert!((mcnemar_exact(0, 5) - 0.0625).abs() < 1e-12);
-        // b=2, c=8: p = 2 * (1 + 10 + 45) / 1024 = 0.109375.
-        assert!((mcnemar_exact(2, 8) - 0.109375).abs() < 1e-12);
-        assert_eq!(mcnemar_exact(3, 3), 1.0);
-        assert_eq!(mcnemar_exact(0, 0), 1.0);
-    }
 }

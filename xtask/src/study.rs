@@ -1,10 +1,12 @@
-//! `cargo xtask study`: train what needs training, evaluate all seven rows, write the table.
+//! `cargo xtask study`: train what needs training, evaluate every row, write the report.
 //!
-//! Every stage records its identity (`stage-train.json`, `stage-eval.json`): a training
-//! stage's is the hash of its own typed config and of the stages it starts from, so a stage
-//! whose record matches is never redone, a changed row is redone together with the rows
-//! built on it, and an interrupted one resumes (training from its last checkpoint,
-//! evaluation from its last finished document).
+//! A study is its preset's rows (`preset.rs`), each run once, or once per seed when it
+//! trains. Every stage records its identity (`stage-train.json`, `stage-eval.json`):
+//! a training stage's is the hash of its own typed config and of the identities of the
+//! stages it starts from; an evaluation's adds the eval settings. A stage whose record
+//! matches is never redone; a changed row is redone together with every row built on it;
+//! an interrupted one resumes (training from its last checkpoint, evaluation from its last
+//! finished document).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,15 +19,71 @@ use sweelol_eval::{evaluate, format_table, EvalOptions, EvalSummary, Scorer};
 
 use crate::config::{self, TechniqueConfig, TechniqueRun};
 use crate::model_loading::load_model;
-use crate::preset::{Preset, Row, RowResult, StageRecord};
+use crate::preset::{Limit, Preset, RowResult, RowSpec, StageRecord};
 use crate::report;
 
-/// Which model a row's per-document eval outputs belong to, and the seconds spent on them
-/// over every invocation (so a resumed row still reports its real eval time).
+/// What the command line asks of a study.
+#[derive(Clone, Debug, Default)]
+pub struct StudyOptions {
+    /// Run only this row (and the rows it starts from); the report keeps the other rows'
+    /// current results from disk.
+    pub only: Option<String>,
+    /// Train every training row once per seed (`train.seed`, and the technique's own
+    /// initialisation seed); `None`: the seeds the configs give, once.
+    pub seeds: Option<Vec<u64>>,
+    /// Overrides the preset's eval limit.
+    pub limit: Option<Limit>,
+    /// For tests: return after this many stages ran (as if killed at a stage boundary).
+    pub stop_after_stages: Option<usize>,
+}
+
+/// What a stage of one row did in this invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Action {
+    Trained,
+    TrainSkipped,
+    Evaluated,
+    EvalSkipped,
+}
+
+/// The result of one invocation: where it wrote, and what each stage did.
+#[derive(Debug)]
+pub struct StudyOutcome {
+    pub run_dir: PathBuf,
+    /// `(row key, action)` in the order they happened; the key is the row name, with
+    /// `" seed N"` for seeded runs.
+    pub actions: Vec<(String, Action)>,
+    /// False when `stop_after_stages` ended the invocation early.
+    pub finished: bool,
+}
+
+impl StudyOutcome {
+    /// One line: which stages ran now and which were reused.
+    pub fn summary(&self) -> String {
+        let list = |want: Action| {
+            let rows: Vec<&str> = self.actions.iter().filter(|(_, a)| *a == want).map(|(r, _)| r.as_str()).collect();
+            if rows.is_empty() { "none".to_string() } else { rows.join(", ") }
+        };
+        format!(
+            "{} ({}): trained now: {}; evaluated now: {}; reused: {} trained, {} evaluated",
+            self.run_dir.display(),
+            if self.finished { "finished" } else { "stopped early" },
+            list(Action::Trained),
+            list(Action::Evaluated),
+            self.actions.iter().filter(|(_, a)| *a == Action::TrainSkipped).count(),
+            self.actions.iter().filter(|(_, a)| *a == Action::EvalSkipped).count(),
+        )
+    }
+}
+
+/// Which model a row's per-document eval outputs belong to and under which settings, and
+/// the seconds spent on them over every invocation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct EvalStage {
-    /// The training stage's identity, or the base model's source for Baseline.
+    /// The training stage's identity, or the base model's source for a row without one.
     model: String,
+    /// Tasks, limit and few-shot count, as JSON.
+    settings: serde_json::Value,
     seconds: f64,
 }
 
@@ -33,14 +91,29 @@ struct EvalStage {
 const TRAIN_STAGE: &str = "stage-train.json";
 const EVAL_STAGE: &str = "stage-eval.json";
 
-/// Finished training stages by row, for the rows built on them.
-type Trained = BTreeMap<Row, StageRecord>;
-
-/// The identity of the model a row evaluates: its training stage's, or for Baseline the
-/// base model's source.
-fn eval_model_id(train: Option<&StageRecord>, base_source: &str) -> String {
-    train.map_or_else(|| base_source.to_string(), |t| t.hash.clone())
+/// One run of a row: the row, its seed (for seeded runs) and its folder.
+#[derive(Clone, Debug)]
+struct RowRun<'a> {
+    spec: &'a RowSpec,
+    seed: Option<u64>,
+    dir: PathBuf,
 }
+
+impl RowRun<'_> {
+    fn key(&self) -> String {
+        run_key(&self.spec.name, self.seed)
+    }
+}
+
+fn run_key(name: &str, seed: Option<u64>) -> String {
+    match seed {
+        Some(s) => format!("{name} seed {s}"),
+        None => name.to_string(),
+    }
+}
+
+/// Finished training stages by run key, for the rows built on them.
+type Trained = BTreeMap<String, StageRecord>;
 
 fn read_stage<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
@@ -53,129 +126,192 @@ fn write_stage<T: Serialize>(path: &Path, rec: &T) -> Result<()> {
     Ok(())
 }
 
-/// The rows this invocation runs: all, or the one asked for and what it is built on.
-fn rows_to_run(only: Option<Row>) -> BTreeSet<Row> {
-    match only {
-        None => Row::ALL.into_iter().collect(),
-        Some(row) => {
-            let mut rows = BTreeSet::from([row]);
-            let mut todo = vec![row];
-            while let Some(r) = todo.pop() {
-                for &dep in r.depends_on() {
-                    if rows.insert(dep) {
-                        todo.push(dep);
-                    }
-                }
-            }
-            rows
+/// Whether a row's training depends on its seed: it trains, or it starts from a row that
+/// does.
+fn seeded_rows(preset: &Preset) -> Result<BTreeSet<String>> {
+    let mut seeded = BTreeSet::new();
+    for row in &preset.rows {
+        let Some(path) = &row.config else { continue };
+        let trains = config::load(path)?.technique.trains();
+        if trains || row.depends_on().any(|d| seeded.contains(d)) {
+            seeded.insert(row.name.clone());
         }
     }
+    Ok(seeded)
 }
 
-/// A training row's run config as the study runs it (the file's, with the preset's
-/// overrides, outputs under `row_dir`, and its inputs taken from the rows it depends on),
-/// and the stage's identity: the hash of that config with those inputs replaced by the
-/// identities of the stages that produced them, so moving the results folder changes
-/// nothing and retraining a dependency retrains this row.
-fn row_run_config(preset: &Preset, row: Row, row_dir: &Path, trained: &Trained) -> Result<(TechniqueRun, String)> {
-    let path = preset.row_config(row).expect("training row");
-    let mut cfg = config::load(path).with_context(|| format!("{} config", row.label()))?;
+/// The runs of the study, in row order.
+fn plan<'a>(preset: &'a Preset, run_dir: &Path, seeds: Option<&[u64]>) -> Result<Vec<RowRun<'a>>> {
+    let seeded = seeded_rows(preset)?;
+    let mut runs = Vec::new();
+    for spec in &preset.rows {
+        let dir = run_dir.join(spec.dir_name());
+        match seeds.filter(|_| seeded.contains(&spec.name)) {
+            Some(seeds) => {
+                for &s in seeds {
+                    runs.push(RowRun { spec, seed: Some(s), dir: dir.join(format!("seed-{s}")) });
+                }
+            }
+            None => runs.push(RowRun { spec, seed: None, dir }),
+        }
+    }
+    Ok(runs)
+}
+
+/// The rows this invocation runs: all, or the one asked for and what it is built on.
+fn rows_to_run(preset: &Preset, only: Option<&str>) -> Result<BTreeSet<String>> {
+    let Some(name) = only else { return Ok(preset.rows.iter().map(|r| r.name.clone()).collect()) };
+    let mut rows = BTreeSet::from([preset.row(name)?.name.clone()]);
+    let mut todo = vec![name.to_string()];
+    while let Some(r) = todo.pop() {
+        for dep in preset.row(&r)?.depends_on() {
+            if rows.insert(dep.to_string()) {
+                todo.push(dep.to_string());
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The stage record a run starts from, for a dependency `dep` of `run`.
+fn dependency<'t>(trained: &'t Trained, run: &RowRun, dep: &str) -> Result<&'t StageRecord> {
+    trained
+        .get(&run_key(dep, run.seed))
+        .or_else(|| trained.get(dep))
+        .with_context(|| format!("{} is built on {dep}, which has not been trained", run.key()))
+}
+
+/// A training run's config as the study runs it (the file's, with the preset's overrides,
+/// the run's seed, outputs under its folder and its inputs taken from the rows it starts
+/// from), and the stage's identity: the hash of that config with those inputs replaced by
+/// the names of the rows that produced them, plus those rows' identities. So moving the
+/// results folder changes nothing, and retraining a row retrains the rows built on it.
+fn row_run_config(preset: &Preset, run: &RowRun, trained: &Trained) -> Result<(TechniqueRun, String)> {
+    let path = run.spec.config.as_ref().expect("training row");
+    let mut cfg = config::load(path).with_context(|| format!("{} config", run.spec.name))?;
     preset.overrides.apply(&mut cfg.run);
-    crate::train::redirect_outputs(&mut cfg, row_dir);
-    let deps: Vec<&StageRecord> = row
-        .depends_on()
-        .iter()
-        .map(|d| {
-            trained.get(d).with_context(|| format!("{} is built on {}, which has not been trained", row.label(), d.label()))
-        })
-        .collect::<Result<_>>()?;
-    if row != Row::KdPruned {
+    if let Some(seed) = run.seed {
+        cfg.set_seed(seed);
+    }
+    crate::train::redirect_outputs(&mut cfg, &run.dir);
+    let mut identity = cfg.clone();
+    let mut dep_ids = Vec::new();
+    if let Some(start) = &run.spec.start_from {
+        let rec = dependency(trained, run, start)?;
+        if rec.adapter.is_some() {
+            bail!("{} starts from {start}, whose result is an adapter, not a model", run.spec.name);
+        }
+        let masks = Path::new(&rec.model_source).join(sweelol_pruning::MASKS_FILE);
+        cfg.start_from(rec.model_source.clone(), masks.is_file().then_some(masks));
+        identity.start_from(format!("row:{start}"), masks_marker(&cfg, start));
+        dep_ids.push(rec.hash.clone());
+    }
+    if let Some(teacher) = &run.spec.teacher {
+        let rec = dependency(trained, run, teacher)?;
+        cfg.set_teacher(rec.model_source.clone()).with_context(|| format!("row {}", run.spec.name))?;
+        identity.set_teacher(format!("row:{teacher}"))?;
+        dep_ids.push(rec.hash.clone());
+    }
+    if dep_ids.is_empty() {
         let id = cfg.hash();
         return Ok((cfg, id));
     }
-    // KD-Pruned: the Pruned-Baseline model (and its masks) learns from Full-Finetune.
-    let (student, teacher) = (deps[0], deps[1]);
-    let set_inputs = |cfg: &mut TechniqueRun, source: String, masks: PathBuf, teacher: String| -> Result<()> {
-        let TechniqueConfig::Distill(distill) = &mut cfg.technique else {
-            bail!("{}: KD-Pruned needs technique = \"distill\"", path.display());
-        };
-        cfg.run.model.source = source;
-        distill.masks = Some(masks);
-        distill.teacher = Some(teacher);
-        Ok(())
-    };
-    let mut identity = cfg.clone();
-    let student_dir = Path::new(&student.model_source);
-    set_inputs(&mut cfg, student.model_source.clone(), student_dir.join(sweelol_pruning::MASKS_FILE), teacher.model_source.clone())?;
-    let stage = |row: Row| format!("stage:{}", row.dir_name());
-    set_inputs(&mut identity, stage(Row::PrunedBaseline), stage(Row::PrunedBaseline).into(), stage(Row::FullFinetune))?;
-    let id = sweelol_train::config::hex_sha256(format!("{}|{}|{}", identity.hash(), student.hash, teacher.hash).as_bytes());
+    let id = sweelol_train::config::hex_sha256(format!("{}|{}", identity.hash(), dep_ids.join("|")).as_bytes());
     Ok((cfg, id))
 }
 
-/// Runs the study described by `preset_path` into `results/<name>/` on `device`.
-pub fn run_study(preset_path: &Path, only: Option<Row>, device: &Device, backend: &str, results_root: &Path) -> Result<()> {
-    let preset = Preset::load(preset_path)?;
+/// The stand-in for a dependency's masks file in a stage identity.
+fn masks_marker(cfg: &TechniqueRun, start: &str) -> Option<PathBuf> {
+    match &cfg.technique {
+        TechniqueConfig::Distill(d) if d.masks.is_some() => Some(format!("row:{start}/masks").into()),
+        _ => None,
+    }
+}
+
+/// Runs the study described by `preset_path` into `<results_root>/<name>/` on `device`.
+pub fn run_study(
+    preset_path: &Path,
+    opts: &StudyOptions,
+    device: &Device,
+    backend: &str,
+    results_root: &Path,
+) -> Result<StudyOutcome> {
+    let mut preset = Preset::load(preset_path)?;
+    if let Some(limit) = opts.limit {
+        preset.eval.limit = limit;
+    }
     // Absolute, so every output path recorded in a stage is usable from anywhere.
     let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     std::fs::create_dir_all(&run_dir)?;
     let started = Instant::now();
-    let base_source = config::load(&preset.rows.full_finetune)?.run.model.source;
-    let to_run = rows_to_run(only);
+    let to_run = rows_to_run(&preset, opts.only.as_deref())?;
+    let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
     let mut trained = Trained::new();
-    let mut results: BTreeMap<Row, RowResult> = BTreeMap::new();
+    let mut results: Vec<RowResult> = Vec::new();
+    let mut actions = Vec::new();
+    let budget_left = |actions: &Vec<(String, Action)>| {
+        let ran = actions.iter().filter(|(_, a)| matches!(a, Action::Trained | Action::Evaluated)).count();
+        opts.stop_after_stages.is_none_or(|n| ran < n)
+    };
 
-    for row in Row::ALL {
-        let row_dir = run_dir.join(row.dir_name());
-        std::fs::create_dir_all(&row_dir)?;
-        if !to_run.contains(&row) {
+    for run in &runs {
+        std::fs::create_dir_all(&run.dir)?;
+        if !to_run.contains(&run.spec.name) {
             // Not run now; its earlier results still go into the table if they are current.
-            if let Some(done) = finished_row(&preset, row, &row_dir, &trained, &base_source) {
+            if let Some(done) = finished_run(&preset, run, &trained) {
                 if let Some(t) = &done.train {
-                    trained.insert(row, t.clone());
+                    trained.insert(run.key(), t.clone());
                 }
-                results.insert(row, done);
+                results.push(done);
             }
             continue;
         }
-        eprintln!("== {} ==", row.label());
-        let (train, trained_now) = match row {
-            Row::Baseline => (None, false),
-            _ => {
-                let (rec, now) = train_stage(&preset, row, &row_dir, &trained, device)?;
-                trained.insert(row, rec.clone());
+        if !budget_left(&actions) {
+            return Ok(StudyOutcome { run_dir, actions, finished: false });
+        }
+        eprintln!("== {} ==", run.key());
+        let (train, trained_now) = match run.spec.config {
+            None => (None, false),
+            Some(_) => {
+                let (rec, now) = train_stage(&preset, run, &trained, device)?;
+                actions.push((run.key(), if now { Action::Trained } else { Action::TrainSkipped }));
+                trained.insert(run.key(), rec.clone());
                 (Some(rec), now)
             }
         };
-        if only.is_some_and(|o| o != row) {
+        if opts.only.as_deref().is_some_and(|o| o != run.spec.name) {
             continue; // trained as a dependency of the row asked for, not evaluated
         }
-        let result = eval_stage(&preset, row, &row_dir, train, trained_now, &base_source, device)?;
-        results.insert(row, result);
+        if !budget_left(&actions) {
+            return Ok(StudyOutcome { run_dir, actions, finished: false });
+        }
+        let (result, evaluated) = eval_stage(&preset, run, train, trained_now, device)?;
+        actions.push((run.key(), if evaluated { Action::Evaluated } else { Action::EvalSkipped }));
+        results.push(result);
     }
-    if results.values().all(|r| r.eval.tasks.is_empty()) {
+    if results.iter().all(|r| r.eval.tasks.is_empty()) {
         bail!("no row was evaluated");
     }
     report::write_report(&run_dir, &preset, backend, &results, started.elapsed().as_secs_f64())?;
     println!("study `{}` written to {}", preset.name, run_dir.display());
     println!("{}", std::fs::read_to_string(run_dir.join("table.md"))?);
-    Ok(())
+    Ok(StudyOutcome { run_dir, actions, finished: true })
 }
 
-/// Stage 1 of a training row: train (or prune) unless a record of the same identity
+/// Stage 1 of a training run: train (or prune) unless a record of the same identity
 /// exists. Returns the record and whether it was trained now.
-fn train_stage(preset: &Preset, row: Row, row_dir: &Path, trained: &Trained, device: &Device) -> Result<(StageRecord, bool)> {
-    let (cfg, hash) = row_run_config(preset, row, row_dir, trained)?;
-    let stage_path = row_dir.join(TRAIN_STAGE);
+fn train_stage(preset: &Preset, run: &RowRun, trained: &Trained, device: &Device) -> Result<(StageRecord, bool)> {
+    let (cfg, hash) = row_run_config(preset, run, trained)?;
+    let stage_path = run.dir.join(TRAIN_STAGE);
     let previous = read_stage::<StageRecord>(&stage_path);
     if let Some(rec) = previous.as_ref().filter(|r| r.hash == hash) {
-        eprintln!("{}: trained earlier (same config and inputs), skipping", row.label());
+        eprintln!("{}: trained earlier (same config and inputs), skipping", run.key());
         return Ok((rec.clone(), false));
     }
     if previous.is_some() {
         // Finished under another config or from other inputs: its checkpoints cannot be
         // resumed, and its model is about to be replaced.
-        eprintln!("{}: its config or inputs changed since it was trained; training again", row.label());
+        eprintln!("{}: its config or inputs changed since it was trained; training again", run.key());
         std::fs::remove_file(&stage_path).ok();
         let old = &cfg.run.output.dir;
         if old.exists() {
@@ -195,76 +331,82 @@ fn train_stage(preset: &Preset, row: Row, row_dir: &Path, trained: &Trained, dev
     Ok((rec, true))
 }
 
-/// Stage 2 of a row: evaluate its model (resuming per document when the per-document
-/// results on disk belong to the same model).
+/// The eval settings a stage's identity includes.
+fn eval_settings(preset: &Preset) -> serde_json::Value {
+    serde_json::to_value(&preset.eval).expect("eval settings serialise")
+}
+
+/// The identity of the model a run evaluates: its training stage's, or the base model's
+/// source.
+fn eval_model_id(train: Option<&StageRecord>, base_source: &str) -> String {
+    train.map_or_else(|| base_source.to_string(), |t| t.hash.clone())
+}
+
+/// Stage 2 of a run: evaluate its model, resuming per document when the results on disk
+/// belong to the same model and settings. Returns the result and whether any document was
+/// scored now.
 fn eval_stage(
     preset: &Preset,
-    row: Row,
-    row_dir: &Path,
+    run: &RowRun,
     train: Option<StageRecord>,
     trained_now: bool,
-    base_source: &str,
     device: &Device,
-) -> Result<RowResult> {
+) -> Result<(RowResult, bool)> {
     let (source, adapter) = match &train {
-        None => (base_source.to_string(), None),
+        None => (preset.base_model.clone(), None),
         Some(t) => (t.model_source.clone(), t.adapter.clone()),
     };
-    let eval_dir = row_dir.join("eval");
-    let model_id = eval_model_id(train.as_ref(), base_source);
-    let eval_stage_path = row_dir.join(EVAL_STAGE);
+    let eval_dir = run.dir.join("eval");
+    let model_id = eval_model_id(train.as_ref(), &preset.base_model);
+    let settings = eval_settings(preset);
+    let eval_stage_path = run.dir.join(EVAL_STAGE);
     let previous = read_stage::<EvalStage>(&eval_stage_path);
-    let stale = trained_now || previous.as_ref().is_some_and(|p| p.model != model_id);
+    let stale = trained_now || previous.as_ref().is_some_and(|p| p.model != model_id || p.settings != settings);
     if stale && eval_dir.exists() {
-        eprintln!("{}: the model changed since its last evaluation; evaluating again", row.label());
+        eprintln!("{}: the model or the eval settings changed; evaluating again", run.key());
         std::fs::remove_dir_all(&eval_dir).with_context(|| format!("removing {}", eval_dir.display()))?;
     }
-    let earlier_seconds = previous.filter(|_| !stale).map_or(0.0, |p| p.seconds);
+    let earlier_seconds = previous.as_ref().filter(|_| !stale).map_or(0.0, |p| p.seconds);
+    let complete = !stale && previous.is_some() && read_stage::<EvalSummary>(&eval_dir.join("summary.json")).is_some();
     let t0 = Instant::now();
     let loaded = load_model(&source, adapter.as_deref(), false, device)?;
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     scorer.prefix = loaded.prefix.clone();
     let opts = EvalOptions {
         tasks: preset.eval.tasks.clone(),
-        limit: Some(preset.eval.limit),
+        limit: preset.eval.limit.docs(),
         num_fewshot: preset.eval.num_fewshot,
         data_root: crate::default_data_root(),
         out_dir: eval_dir.clone(),
         show_progress: true,
     };
-    let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", row.label()))?;
+    let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", run.key()))?;
     let eval_seconds = earlier_seconds + t0.elapsed().as_secs_f64();
-    write_stage(&eval_stage_path, &EvalStage { model: model_id, seconds: eval_seconds })?;
+    write_stage(&eval_stage_path, &EvalStage { model: model_id, settings, seconds: eval_seconds })?;
     set_eval_rate(&mut summary, eval_seconds);
     eprintln!("{}", format_table(&summary));
-    Ok(RowResult { row, train, eval: summary, eval_dir, eval_seconds })
+    let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds };
+    Ok((result, !complete))
 }
 
-/// A row that an earlier invocation finished, read back from `row_dir`, or `None` if it is
-/// missing or stale (its config, its inputs or the eval settings changed since).
-fn finished_row(preset: &Preset, row: Row, row_dir: &Path, trained: &Trained, base_source: &str) -> Option<RowResult> {
-    let train = match row {
-        Row::Baseline => None,
-        _ => {
-            let (_, hash) = row_run_config(preset, row, row_dir, trained).ok()?;
-            Some(read_stage::<StageRecord>(&row_dir.join(TRAIN_STAGE)).filter(|r| r.hash == hash)?)
+/// A run that an earlier invocation finished, read back from its folder, or `None` if it
+/// is missing or stale (its config, its inputs or the eval settings changed since).
+fn finished_run(preset: &Preset, run: &RowRun, trained: &Trained) -> Option<RowResult> {
+    let train = match run.spec.config {
+        None => None,
+        Some(_) => {
+            let (_, hash) = row_run_config(preset, run, trained).ok()?;
+            Some(read_stage::<StageRecord>(&run.dir.join(TRAIN_STAGE)).filter(|r| r.hash == hash)?)
         }
     };
-    let model_id = eval_model_id(train.as_ref(), base_source);
-    let eval_dir = row_dir.join("eval");
+    let stage = read_stage::<EvalStage>(&run.dir.join(EVAL_STAGE))?;
+    if stage.model != eval_model_id(train.as_ref(), &preset.base_model) || stage.settings != eval_settings(preset) {
+        return None;
+    }
+    let eval_dir = run.dir.join("eval");
     let mut eval: EvalSummary = read_stage(&eval_dir.join("summary.json"))?;
-    // Results from before stage-eval.json existed are taken as they are.
-    let seconds = match read_stage::<EvalStage>(&row_dir.join(EVAL_STAGE)) {
-        Some(stage) if stage.model != model_id => return None,
-        Some(stage) => stage.seconds,
-        None => eval.seconds,
-    };
-    set_eval_rate(&mut eval, seconds);
-    let tasks: Vec<&String> = eval.tasks.iter().map(|t| &t.task).collect();
-    let same_settings = eval.limit == Some(preset.eval.limit)
-        && eval.num_fewshot == preset.eval.num_fewshot
-        && tasks == preset.eval.tasks.iter().collect::<Vec<_>>();
-    same_settings.then_some(RowResult { row, train, eval, eval_dir, eval_seconds: seconds })
+    set_eval_rate(&mut eval, stage.seconds);
+    Some(RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval, eval_dir, eval_seconds: stage.seconds })
 }
 
 /// Docs/s over all the time a row's eval took, not only this invocation's share.
@@ -274,53 +416,4 @@ fn set_eval_rate(summary: &mut EvalSummary, seconds: f64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_row_runs_it_with_what_it_is_built_on() {
-        assert_eq!(rows_to_run(Some(Row::Lora)), BTreeSet::from([Row::Lora]));
-        assert_eq!(
-            rows_to_run(Some(Row::KdPruned)),
-            BTreeSet::from([Row::PrunedBaseline, Row::FullFinetune, Row::KdPruned])
-        );
-        assert_eq!(rows_to_run(None).len(), 7);
-        // Dependencies always run earlier in the study's order.
-        for row in Row::ALL {
-            assert!(row.depends_on().iter().all(|d| *d < row), "{row:?}");
-        }
-    }
-
-    fn record(hash: &str, source: &str) -> StageRecord {
-        StageRecord {
-            hash: hash.into(),
-            seconds: 0.0,
-            details: serde_json::Value::Null,
-            model_source: source.into(),
-            adapter: None,
-        }
-    }
-
-    #[test]
-    fn kd_identity_follows_its_inputs_not_their_paths() {
-        let preset = Preset::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/study/default.toml")).unwrap();
-        let kd = |pruned: &str, teacher: &str, dir: &str| {
-            let trained = Trained::from([
-                (Row::PrunedBaseline, record(pruned, &format!("{dir}/pruned-baseline/model"))),
-                (Row::FullFinetune, record(teacher, &format!("{dir}/full-finetune/model"))),
-            ]);
-            row_run_config(&preset, Row::KdPruned, Path::new(&format!("{dir}/kd-pruned")), &trained).unwrap()
-        };
-        let (cfg, id) = kd("p1", "t1", "/a");
-        let TechniqueConfig::Distill(d) = &cfg.technique else { panic!() };
-        assert_eq!(cfg.run.model.source, "/a/pruned-baseline/model", "the student is the pruned model");
-        assert_eq!(d.teacher.as_deref(), Some("/a/full-finetune/model"));
-        assert_eq!(d.masks.as_deref(), Some(Path::new("/a/pruned-baseline/model/pruning_masks.safetensors")));
-        assert_eq!(kd("p1", "t1", "/elsewhere").1, id, "moving the results folder changes nothing");
-        assert_ne!(kd("p1", "t2", "/a").1, id, "a retrained teacher retrains KD");
-        assert_ne!(kd("p2", "t1", "/a").1, id, "a re-pruned student retrains KD");
-        // Without its inputs, KD cannot be configured.
-        let err = row_run_config(&preset, Row::KdPruned, Path::new("/a/kd"), &Trained::new()).unwrap_err();
-        assert!(err.to_string().contains("Pruned-Baseline"), "{err}");
-    }
-}
+mod tests;

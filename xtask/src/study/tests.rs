@@ -1,0 +1,198 @@
+//! The study on a tiny synthetic model with Gemma-3's real vocabulary (so real Dolly rows,
+//! the real tokenizer and the real MMLU / HellaSwag documents go through every stage):
+//! end to end, re-staging after a config edit, kills at stage boundaries, seeds.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use sweelol_train::testing;
+
+use super::*;
+
+/// Shared sections of every tiny technique config: 4 Dolly rows of <= 48 tokens, 2 steps.
+fn shared_sections(model: &Path, out: &str, lr: f64) -> String {
+    format!(
+        r#"[model]
+source = "{model}"
+[data]
+path = "{data}"
+n_train = 4
+n_eval = 2
+max_len = 48
+min_response_tokens = 8
+[train]
+lr = {lr}
+batch_size = 2
+max_steps = 2
+loss_chunk_rows = 64
+[output]
+dir = "{out}"
+progress = false
+"#,
+        model = model.display(),
+        data = testing::dolly_path().display(),
+    )
+}
+
+/// Writes the technique configs and a preset of the study's seven rows into `dir`; returns
+/// the preset's path.
+fn tiny_study(dir: &Path, rows: &str) -> PathBuf {
+    let model = testing::tiny_real_vocab_model(&dir.join("base")).unwrap();
+    let configs = [
+        ("pruning", "technique = \"pruning\"", "[pruning]\nsparsity = 0.5\n", 1e-3),
+        ("prompt-tuning", "technique = \"prompt-tuning\"", "[prompt_tuning]\nnum_virtual_tokens = 4\n", 1e-2),
+        ("full-finetune", "technique = \"full-finetune\"", "", 1e-3),
+        ("lora", "technique = \"lora\"", "[lora]\nr = 2\nlora_alpha = 4.0\n", 1e-2),
+        ("finetuned-pruned", "technique = \"pruning\"", "[pruning]\nsparsity = 0.5\nfinetune = true\n", 1e-3),
+        ("kd-pruned", "technique = \"distill\"", "[distill]\nalpha = 0.5\n", 1e-3),
+    ];
+    for (name, technique, table, lr) in configs {
+        let text = format!("{technique}\n{}{table}", shared_sections(&model, &format!("out/{name}"), lr));
+        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+    }
+    let preset = format!(
+        r#"name = "tiny"
+base_model = "{model}"
+published = "{published}"
+[eval]
+tasks = ["mmlu_abstract_algebra", "mmlu_formal_logic", "hellaswag"]
+limit = 3
+{rows}"#,
+        model = model.display(),
+        published = testing::shared_dir().join("published/sweelol-study.json").display(),
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, preset).unwrap();
+    path
+}
+
+const SEVEN_ROWS: &str = r#"
+[[rows]]
+name = "Baseline"
+[[rows]]
+name = "Pruned-Baseline"
+config = "pruning.toml"
+[[rows]]
+name = "Prompt-Tune"
+config = "prompt-tuning.toml"
+[[rows]]
+name = "Full-Finetune"
+config = "full-finetune.toml"
+[[rows]]
+name = "LoRA"
+config = "lora.toml"
+[[rows]]
+name = "Finetuned-Pruned"
+config = "finetuned-pruned.toml"
+[[rows]]
+name = "KD-Pruned"
+config = "kd-pruned.toml"
+start_from = "Pruned-Baseline"
+teacher = "Full-Finetune"
+"#;
+
+fn run(preset: &Path, results: &Path, opts: &StudyOptions) -> StudyOutcome {
+    run_study(preset, opts, &Device::flex(), "flex", results).unwrap()
+}
+
+/// The rows whose stage did `action`.
+fn rows_that(outcome: &StudyOutcome, action: Action) -> Vec<String> {
+    outcome.actions.iter().filter(|(_, a)| *a == action).map(|(r, _)| r.clone()).collect()
+}
+
+fn table(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("table.json")).unwrap()).unwrap()
+}
+
+/// The numbers of a table.json: per row, each task's acc and p, and Average MMLU.
+fn numbers(table: &serde_json::Value) -> Vec<(String, String)> {
+    table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["row"].as_str().unwrap().to_string(), format!("{} {}", r["tasks"], r["average_mmlu"])))
+        .collect()
+}
+
+#[test]
+fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let results = dir.path().join("results");
+    let opts = StudyOptions::default();
+
+    let first = run(&preset, &results, &opts);
+    assert!(first.finished);
+    let trained = rows_that(&first, Action::Trained);
+    assert_eq!(trained, ["Pruned-Baseline", "Prompt-Tune", "Full-Finetune", "LoRA", "Finetuned-Pruned", "KD-Pruned"]);
+    assert_eq!(rows_that(&first, Action::Evaluated).len(), 7);
+    let t = table(&first.run_dir);
+    assert_eq!(t["rows"].as_array().unwrap().len(), 7);
+    assert_eq!(t["rows"][0]["tasks"]["hellaswag"]["n"], 3);
+    assert!(t["rows"][1]["tasks"]["hellaswag"]["p_holm"].is_number());
+    assert!(t["rows"][0]["average_mmlu"]["ci95"].is_array());
+    assert_eq!(t["findings"].as_array().unwrap().len(), 4, "the four published findings are judged");
+    assert_eq!(t["same_limit_as_published"], false);
+    let md = std::fs::read_to_string(first.run_dir.join("table.md")).unwrap();
+    assert!(md.contains("not the published 200"), "{md}");
+    // KD-Pruned's student is the pruned model: its result keeps exactly its zeros.
+    let kd = &t["rows"][6]["train"][0]["details"]["sparsity"]["pruned_tensors"];
+    assert_eq!(kd.as_f64(), Some(0.5), "{kd}");
+
+    // Nothing changed: nothing is redone.
+    let again = run(&preset, &results, &opts);
+    assert!(rows_that(&again, Action::Trained).is_empty() && rows_that(&again, Action::Evaluated).is_empty());
+    assert_eq!(numbers(&table(&again.run_dir)), numbers(&t));
+
+    // A new learning rate for Full-Finetune redoes it and KD-Pruned (its student), nothing else.
+    let ft = dir.path().join("full-finetune.toml");
+    let text = std::fs::read_to_string(&ft).unwrap().replace("lr = 0.001", "lr = 0.002");
+    std::fs::write(&ft, text).unwrap();
+    let edited = run(&preset, &results, &opts);
+    assert_eq!(rows_that(&edited, Action::Trained), ["Full-Finetune", "KD-Pruned"]);
+    assert_eq!(rows_that(&edited, Action::Evaluated), ["Full-Finetune", "KD-Pruned"]);
+
+    // Another eval limit re-evaluates every row and retrains none.
+    let fewer = run(&preset, &results, &StudyOptions { limit: Some(Limit::Docs(2)), ..StudyOptions::default() });
+    assert!(rows_that(&fewer, Action::Trained).is_empty());
+    assert_eq!(rows_that(&fewer, Action::Evaluated).len(), 7);
+    assert_eq!(table(&fewer.run_dir)["rows"][0]["tasks"]["hellaswag"]["n"], 2);
+}
+
+#[test]
+fn killed_at_every_stage_boundary_the_study_gives_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let whole = run(&preset, &dir.path().join("whole"), &StudyOptions::default());
+
+    let step = StudyOptions { stop_after_stages: Some(1), ..StudyOptions::default() };
+    let pieces = dir.path().join("pieces");
+    let mut invocations = 0;
+    let last = loop {
+        invocations += 1;
+        assert!(invocations <= 20, "the study makes progress on every invocation");
+        let out = run(&preset, &pieces, &step);
+        if out.finished {
+            break out;
+        }
+    };
+    assert_eq!(invocations, 13, "6 trainings + 7 evaluations, one per invocation (the last also reports)");
+    assert_eq!(numbers(&table(&last.run_dir)), numbers(&table(&whole.run_dir)));
+}
+
+#[test]
+fn seeds_train_each_training_row_once_per_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "[[rows]]\nname = \"Baseline\"\n[[rows]]\nname = \"Pruned-Baseline\"\nconfig = \"pruning.toml\"\n\
+                [[rows]]\nname = \"LoRA\"\nconfig = \"lora.toml\"\n";
+    let preset = tiny_study(dir.path(), rows);
+    let opts = StudyOptions { seeds: Some(vec![0, 1]), ..StudyOptions::default() };
+    let out = run(&preset, &dir.path().join("results"), &opts);
+    // Pruning does not train: one run; LoRA: one per seed.
+    assert_eq!(rows_that(&out, Action::Trained), ["Pruned-Baseline", "LoRA seed 0", "LoRA seed 1"]);
+    assert!(out.run_dir.join("lora/seed-1/eval/summary.json").is_file());
+    let t = table(&out.run_dir);
+    assert_eq!(t["rows"][2]["seeds"], serde_json::json!([0, 1]));
+    assert!(t["rows"][2]["tasks"]["hellaswag"]["seed_sd"].is_number());
+    assert!(t["rows"][1]["tasks"]["hellaswag"]["seed_sd"].is_null());
+}
