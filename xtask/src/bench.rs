@@ -53,12 +53,12 @@ pub fn run_bench(out: &Path, steps: usize, docs: usize, device: &Device, backend
             .with_context(|| format!("configs/{name}.toml"))?;
         bench_sized(&mut cfg.run, steps);
         crate::train::redirect_outputs(&mut cfg, &scratch.join(name));
-        if let TechniqueConfig::Distill(d) = &mut cfg.technique {
+        if let TechniqueConfig::Distill(_) = cfg.technique {
             // The KD bench distils the (barely trained) full fine-tune into the pruned
             // model, as the study does.
-            cfg.run.model.source = pruned.join("model").display().to_string();
-            d.masks = Some(pruned.join("model").join(sweelol_pruning::MASKS_FILE));
-            d.teacher = Some(teacher.join("model").display().to_string());
+            let student = pruned.join("model");
+            cfg.start_from(student.display().to_string(), Some(student.join(sweelol_pruning::MASKS_FILE)));
+            cfg.set_teacher(teacher.join("model").display().to_string())?;
         }
         eprintln!("bench: {name}");
         let t0 = Instant::now();

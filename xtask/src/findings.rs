@@ -12,7 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 use sweelol_eval::DocResult;
 
-use crate::stats::{paired, paired_bootstrap_diff, Estimate};
+use crate::stats::{bootstrap_mean_of_means, paired, paired_bootstrap_diff, Estimate};
 
 /// How far below B row A may be, in accuracy points, and still "keep" a metric.
 pub const NON_INFERIORITY_MARGIN: f64 = 5.0;
@@ -123,29 +123,40 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
 }
 
-/// Per-document results: row -> task -> documents.
+/// Per-document results: row -> task -> documents, and the tasks in the study's order
+/// (the order Average MMLU's bootstrap resamples them in).
 #[derive(Default)]
 pub struct Scores {
     pub rows: BTreeMap<String, BTreeMap<String, Vec<DocResult>>>,
+    pub tasks: Vec<String>,
 }
 
 impl Scores {
-    fn mmlu_tasks(&self) -> Vec<String> {
-        let mut tasks: Vec<String> =
-            self.rows.values().flat_map(|t| t.keys()).filter(|t| t.starts_with("mmlu_")).cloned().collect();
-        tasks.sort();
-        tasks.dedup();
-        tasks
+    /// The tasks `metric` averages over.
+    fn tasks_of(&self, metric: &Metric) -> Vec<String> {
+        match metric {
+            Metric::Task(t) => vec![t.clone()],
+            Metric::AverageMmlu => self.tasks.iter().filter(|t| t.starts_with("mmlu_")).cloned().collect(),
+        }
+    }
+
+    /// Row `a` on `metric` in points with its bootstrap interval over documents; None when
+    /// the row or a task is missing.
+    pub fn mean(&self, a: &str, metric: &Metric) -> Option<Estimate> {
+        let ra = self.rows.get(a)?;
+        let xs: Vec<Vec<f64>> = self
+            .tasks_of(metric)
+            .iter()
+            .map(|t| ra.get(t).map(|docs| docs.iter().map(|d| d.acc).collect()))
+            .collect::<Option<_>>()?;
+        (!xs.is_empty()).then(|| bootstrap_mean_of_means(&xs).scaled(100.0))
     }
 
     /// A − B on `metric` in points with its paired bootstrap interval; None when a row or
     /// task is missing.
     pub fn diff(&self, a: &str, b: &str, metric: &Metric) -> Result<Option<Estimate>> {
         let (Some(ra), Some(rb)) = (self.rows.get(a), self.rows.get(b)) else { return Ok(None) };
-        let tasks = match metric {
-            Metric::Task(t) => vec![t.clone()],
-            Metric::AverageMmlu => self.mmlu_tasks(),
-        };
+        let tasks = self.tasks_of(metric);
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for task in &tasks {
             let (Some(da), Some(db)) = (ra.get(task), rb.get(task)) else { return Ok(None) };
@@ -156,8 +167,7 @@ impl Scores {
         if xs.is_empty() {
             return Ok(None);
         }
-        let d = paired_bootstrap_diff(&xs, &ys);
-        Ok(Some(Estimate { value: 100.0 * d.value, ci95: [100.0 * d.ci95[0], 100.0 * d.ci95[1]] }))
+        Ok(Some(paired_bootstrap_diff(&xs, &ys).scaled(100.0)))
     }
 
     fn other_rows(&self, than: &[&str]) -> Vec<String> {
@@ -254,6 +264,9 @@ mod tests {
         let mut s = Scores::default();
         for (row, task, d) in rows {
             s.rows.entry(row.to_string()).or_default().insert(task.to_string(), d.clone());
+            if !s.tasks.iter().any(|t| t == task) {
+                s.tasks.push(task.to_string());
+            }
         }
         s
     }

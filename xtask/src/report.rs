@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde_json::json;
 use sweelol_eval::DocResult;
 
-use crate::findings::{judge_findings, Finding, Scores};
+use crate::findings::{judge_findings, Finding, Metric, Scores};
 use crate::preset::{Limit, Preset, RowResult};
-use crate::stats::{bootstrap_mean_of_means, holm, mcnemar_paired, paired, paired_bootstrap_diff, Estimate};
+use crate::stats::{holm, mcnemar_paired, paired, Estimate};
 
 /// The limit the published study used; a table at another limit says so.
 const PUBLISHED_LIMIT: Limit = Limit::Docs(200);
@@ -128,7 +128,7 @@ pub struct Report {
 
 /// The per-document results of each row's first seed: row -> task -> docs.
 fn first_seed_scores(results: &[RowResult], tasks: &[String]) -> Result<Scores> {
-    let mut scores = Scores::default();
+    let mut scores = Scores { tasks: tasks.to_vec(), ..Scores::default() };
     for r in results {
         if scores.rows.contains_key(&r.row) {
             continue;
@@ -154,7 +154,6 @@ impl Report {
         let tasks = &preset.eval.tasks;
         let scores = first_seed_scores(results, tasks)?;
         let baseline = preset.baseline().map(|b| b.name.clone()).filter(|b| scores.rows.contains_key(b));
-        let mmlu: Vec<&String> = tasks.iter().filter(|t| t.starts_with("mmlu_")).collect();
         let mut rows = Vec::new();
         // (row index, task) of every test against Baseline, for Holm.
         let mut tests: Vec<(usize, String, f64)> = Vec::new();
@@ -193,30 +192,9 @@ impl Report {
                     },
                 );
             }
-            let mmlu_docs = |row: &str| -> Option<Vec<&Vec<DocResult>>> { mmlu.iter().map(|t| scores.rows[row].get(*t)).collect() };
-            let average_mmlu = match mmlu_docs(&spec.name) {
-                Some(d) if !d.is_empty() => {
-                    let xs: Vec<Vec<f64>> = d.iter().map(|docs| docs.iter().map(|x| x.acc).collect()).collect();
-                    let e = bootstrap_mean_of_means(&xs);
-                    Some(Estimate { value: 100.0 * e.value, ci95: [100.0 * e.ci95[0], 100.0 * e.ci95[1]] })
-                }
-                _ => None,
-            };
-            let average_mmlu_vs_baseline = match (&baseline, mmlu_docs(&spec.name)) {
-                (Some(b), Some(ours)) if *b != spec.name && !ours.is_empty() => {
-                    let theirs = mmlu_docs(b).unwrap_or_default();
-                    let mut xs = Vec::new();
-                    let mut ys = Vec::new();
-                    for (task, (o, t)) in mmlu.iter().zip(ours.iter().zip(&theirs)) {
-                        let (x, y) = paired(o, t, &format!("{} vs {b} on {task}", spec.name))?;
-                        xs.push(x);
-                        ys.push(y);
-                    }
-                    (xs.len() == mmlu.len()).then(|| {
-                        let e = paired_bootstrap_diff(&xs, &ys);
-                        Estimate { value: 100.0 * e.value, ci95: [100.0 * e.ci95[0], 100.0 * e.ci95[1]] }
-                    })
-                }
+            let average_mmlu = scores.mean(&spec.name, &Metric::AverageMmlu);
+            let average_mmlu_vs_baseline = match &baseline {
+                Some(b) if *b != spec.name => scores.diff(&spec.name, b, &Metric::AverageMmlu)?,
                 _ => None,
             };
             rows.push(TableRow {

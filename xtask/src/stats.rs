@@ -82,6 +82,13 @@ pub struct Estimate {
     pub ci95: [f64; 2],
 }
 
+impl Estimate {
+    /// The same estimate in other units (fractions to percent: `k = 100`).
+    pub fn scaled(self, k: f64) -> Estimate {
+        Estimate { value: k * self.value, ci95: [k * self.ci95[0], k * self.ci95[1]] }
+    }
+}
+
 /// The mean over tasks of each task's mean over documents, with a 95% percentile
 /// bootstrap interval: documents are resampled within each task.
 pub fn bootstrap_mean_of_means(tasks: &[Vec<f64>]) -> Estimate {

@@ -17,7 +17,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use sweelol_eval::{evaluate, format_table, EvalOptions, EvalSummary, Scorer};
 
-use crate::config::{self, TechniqueConfig, TechniqueRun};
+use crate::config::{self, TechniqueRun};
 use crate::model_loading::load_model;
 use crate::preset::{Limit, Preset, RowResult, RowSpec, StageRecord};
 use crate::report;
@@ -202,8 +202,9 @@ fn row_run_config(preset: &Preset, run: &RowRun, trained: &Trained) -> Result<(T
             bail!("{} starts from {start}, whose result is an adapter, not a model", run.spec.name);
         }
         let masks = Path::new(&rec.model_source).join(sweelol_pruning::MASKS_FILE);
-        cfg.start_from(rec.model_source.clone(), masks.is_file().then_some(masks));
-        identity.start_from(format!("row:{start}"), masks_marker(&cfg, start));
+        let sparse = masks.is_file();
+        cfg.start_from(rec.model_source.clone(), sparse.then_some(masks));
+        identity.start_from(format!("row:{start}"), sparse.then(|| format!("row:{start}/masks").into()));
         dep_ids.push(rec.hash.clone());
     }
     if let Some(teacher) = &run.spec.teacher {
@@ -218,14 +219,6 @@ fn row_run_config(preset: &Preset, run: &RowRun, trained: &Trained) -> Result<(T
     }
     let id = sweelol_train::config::hex_sha256(format!("{}|{}", identity.hash(), dep_ids.join("|")).as_bytes());
     Ok((cfg, id))
-}
-
-/// The stand-in for a dependency's masks file in a stage identity.
-fn masks_marker(cfg: &TechniqueRun, start: &str) -> Option<PathBuf> {
-    match &cfg.technique {
-        TechniqueConfig::Distill(d) if d.masks.is_some() => Some(format!("row:{start}/masks").into()),
-        _ => None,
-    }
 }
 
 /// Runs the study described by `preset_path` into `<results_root>/<name>/` on `device`.
