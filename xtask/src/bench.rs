@@ -1,64 +1,154 @@
-//! `cargo xtask bench`: train-step throughput of every technique at batch 4 x 256 on the
-//! real model and real Dolly data, eval docs/s per task, and peak RSS, as JSON.
+//! `cargo xtask bench`: train-step throughput of every technique on the real model and
+//! real Dolly batches (batch 4 × up to 256 tokens), eval docs/s per task, and peak RSS, as
+//! JSON. With `--compare-torch PYTHON` the same work runs in PyTorch in the same command
+//! (`tests/python/bench_torch.py`): the batches each technique trained on, the same
+//! settings, the same evaluation requests; the report gives `vs_torch` (ours / PyTorch,
+//! real tokens or documents per second) and compares the eval decisions.
 //! Benchmarks, not tests: nothing here asserts a speed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use serde_json::json;
+use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
+use serde_json::{json, Map, Value};
+use sweelol_eval::scoring::{argmax, encode_pair, DocResult};
+use sweelol_eval::tasks::{load_task, parse_task_name, STUDY_TASKS};
 use sweelol_eval::{evaluate, EvalOptions, Scorer};
 
-use crate::config::{self, TechniqueConfig};
+use crate::config::{self, TechniqueConfig, TechniqueRun};
 use crate::model_loading::load_model;
 use crate::report::peak_rss_mib;
 
-const TECHNIQUE_CONFIGS: [&str; 5] = ["full-finetune", "lora", "prompt-tuning", "finetuned-pruned", "kd-pruned"];
+/// The five training techniques, by their config file in configs/.
+pub const TECHNIQUES: [&str; 5] = ["full-finetune", "lora", "prompt-tuning", "finetuned-pruned", "kd-pruned"];
 
-/// Mean tokens/s of the steps after the first (warm-up) in a metrics.jsonl.
-fn steady_tokens_per_s(metrics: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(metrics).ok()?;
-    let rates: Vec<f64> = text
+/// What to bench.
+pub struct BenchOptions {
+    pub out: PathBuf,
+    /// Optimizer steps timed per technique (after one warm-up step).
+    pub steps: usize,
+    /// Documents scored per task.
+    pub docs: usize,
+    /// Techniques to train (default all five; KD-Pruned also needs Full-Finetune and
+    /// Finetuned-Pruned, which then run too).
+    pub only: Option<Vec<String>>,
+    /// A Python with torch, transformers and PEFT: run the same work there.
+    pub compare_torch: Option<PathBuf>,
+    /// Device string for the PyTorch side (`cpu`, `cuda`).
+    pub torch_device: String,
+    pub backend: String,
+}
+
+/// Timed steps of a metrics.jsonl: real tokens / seconds over the steps after the first
+/// (warm-up), and the mean phase split of those steps.
+/// Also every step's loss and learning rate, warm-up included (the PyTorch side follows the
+/// same schedule).
+struct Steps {
+    tokens_per_s: f64,
+    losses: Vec<f64>,
+    lrs: Vec<f64>,
+    phases: Value,
+}
+
+fn steady_steps(metrics: &Path) -> Result<Steps> {
+    let text = std::fs::read_to_string(metrics).with_context(|| format!("reading {}", metrics.display()))?;
+    let all: Vec<Value> = text
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("tokens_per_s").and_then(|x| x.as_f64()))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("kind").and_then(Value::as_str) == Some("train"))
         .collect();
-    let steady = if rates.len() > 1 { &rates[1..] } else { &rates[..] };
-    (!steady.is_empty()).then(|| steady.iter().sum::<f64>() / steady.len() as f64)
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let losses = all.iter().map(|s| num(s, "loss")).collect();
+    let lrs = all.iter().map(|s| num(s, "lr")).collect();
+    let steps = &all[1.min(all.len())..];
+    if steps.is_empty() {
+        bail!("{}: no timed step after the warm-up", metrics.display());
+    }
+    let tokens: f64 = steps.iter().map(|s| num(s, "tokens")).sum();
+    let secs: f64 = steps.iter().map(|s| num(s, "step_s")).sum();
+    let mut phases = Map::new();
+    for key in ["data_s", "forward_s", "head_loss_s", "backward_s", "optimizer_s"] {
+        let mean = steps.iter().map(|s| s.get("phases").map_or(0.0, |p| num(p, key))).sum::<f64>() / steps.len() as f64;
+        phases.insert(key.to_string(), json!(mean));
+    }
+    Ok(Steps { tokens_per_s: tokens / secs, losses, lrs, phases: Value::Object(phases) })
 }
 
-/// Batch 4 x 256, long examples only, no eval or checkpoints in the timing.
-fn bench_sized(cfg: &mut sweelol_train::RunConfig, steps: usize) {
-    cfg.data.n_train = 4 * (steps + 1);
-    cfg.data.n_eval = 0;
-    cfg.data.max_len = 256;
-    cfg.train.batch_size = 4;
-    cfg.train.grad_accum = 1;
-    cfg.train.max_steps = Some(steps + 1);
-    cfg.train.eval_every = 0;
-    cfg.train.checkpoint_every = 0;
-    cfg.output.resume = false;
-    cfg.output.progress = false;
+/// Batch 4 × up to 256 (real Dolly rows, response-only loss), no eval or checkpoints in
+/// the timing; the batches go to `batches.jsonl` beside the metrics.
+fn bench_sized(cfg: &mut TechniqueRun, steps: usize, dir: &Path) {
+    crate::train::redirect_outputs(cfg, dir);
+    let run = &mut cfg.run;
+    run.data.n_train = 4 * (steps + 1);
+    run.data.n_eval = 0;
+    run.data.max_len = 256;
+    run.train.batch_size = 4;
+    run.train.grad_accum = 1;
+    run.train.max_steps = Some(steps + 1);
+    run.train.eval_every = 0;
+    run.train.checkpoint_every = 0;
+    run.output.resume = false;
+    run.output.progress = false;
+    run.output.batch_log = Some(dir.join("batches.jsonl"));
 }
 
-pub fn run_bench(out: &Path, steps: usize, docs: usize, device: &Device, backend: &str) -> Result<()> {
+/// The techniques to run, in dependency order (KD needs the other two's results).
+fn plan(only: &Option<Vec<String>>) -> Result<Vec<&'static str>> {
+    let Some(only) = only else { return Ok(TECHNIQUES.to_vec()) };
+    for name in only {
+        if !TECHNIQUES.contains(&name.as_str()) {
+            bail!("--only: unknown technique `{name}`; expected some of {}", TECHNIQUES.join(", "));
+        }
+    }
+    let wanted = |t: &str| only.iter().any(|o| o == t) || (only.iter().any(|o| o == "kd-pruned") && matches!(t, "full-finetune" | "finetuned-pruned"));
+    Ok(TECHNIQUES.into_iter().filter(|t| wanted(t)).collect())
+}
+
+/// What the PyTorch side needs to rebuild a technique: its kind and settings.
+fn torch_settings(cfg: &TechniqueRun, batches: &Path) -> Value {
+    let t = &cfg.run.train;
+    let mut s = json!({
+        "batches": batches, "lr": t.lr, "weight_decay": t.weight_decay, "betas": t.betas, "eps": t.eps,
+        "clip_norm": t.clip_norm,
+    });
+    let obj = s.as_object_mut().expect("object");
+    let (kind, extra) = match &cfg.technique {
+        TechniqueConfig::FullFinetune(_) => ("full-finetune", None),
+        TechniqueConfig::Lora(l) => ("lora", Some(("lora", json!(l)))),
+        TechniqueConfig::PromptTuning(p) => ("prompt-tuning", Some(("num_virtual_tokens", json!(p.num_virtual_tokens)))),
+        TechniqueConfig::Pruning(p) => ("pruning", Some(("pruning", json!(p)))),
+        TechniqueConfig::Distill(d) => ("distill", Some(("distill", json!(d)))),
+    };
+    obj.insert("kind".into(), json!(kind));
+    if let Some((k, v)) = extra {
+        obj.insert(k.into(), v);
+    }
+    s
+}
+
+/// Trains each technique for `steps + 1` steps; returns our numbers and the spec entries.
+fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Result<(Map<String, Value>, Map<String, Value>)> {
     let root = crate::repo_root();
-    let scratch = std::env::temp_dir().join(format!("sweelol-bench-{}", std::process::id()));
-    let mut train = serde_json::Map::new();
-    let teacher = scratch.join("teacher");
-    let pruned = scratch.join("pruned");
-    for name in TECHNIQUE_CONFIGS {
+    let (teacher, pruned) = (scratch.join("teacher"), scratch.join("pruned"));
+    let mut ours = Map::new();
+    let mut spec = Map::new();
+    for name in plan(&opts.only)? {
         let mut cfg = config::load(&root.join("configs").join(format!("{name}.toml")))
             .with_context(|| format!("configs/{name}.toml"))?;
-        bench_sized(&mut cfg.run, steps);
-        crate::train::redirect_outputs(&mut cfg, &scratch.join(name));
+        let dir = scratch.join(name);
+        bench_sized(&mut cfg, opts.steps, &dir);
+        let mut torch = torch_settings(&cfg, &dir.join("batches.jsonl"));
         if let TechniqueConfig::Distill(_) = cfg.technique {
             // The KD bench distils the (barely trained) full fine-tune into the pruned
-            // model, as the study does.
+            // model, as the study does; PyTorch prunes its student the same way.
             let student = pruned.join("model");
             cfg.start_from(student.display().to_string(), Some(student.join(sweelol_pruning::MASKS_FILE)));
             cfg.set_teacher(teacher.join("model").display().to_string())?;
+            let pruning = config::load(&root.join("configs/finetuned-pruned.toml"))?;
+            if let TechniqueConfig::Pruning(p) = pruning.technique {
+                torch["pruning"] = json!(p);
+            }
         }
         eprintln!("bench: {name}");
         let t0 = Instant::now();
@@ -68,45 +158,169 @@ pub fn run_bench(out: &Path, steps: usize, docs: usize, device: &Device, backend
             "finetuned-pruned" => Some(&pruned),
             _ => None,
         };
-        if let Some(dir) = keep_as {
-            std::fs::create_dir_all(dir)?;
-            std::fs::rename(&result.model_source, dir.join("model")).ok();
+        if let Some(keep) = keep_as {
+            std::fs::create_dir_all(keep)?;
+            std::fs::rename(&result.model_source, keep.join("model")).ok();
         }
-        let tps = steady_tokens_per_s(&cfg.run.output.dir.join("metrics.jsonl"));
-        train.insert(
+        let steps = steady_steps(&cfg.run.output.dir.join("metrics.jsonl"))?;
+        torch["lrs"] = json!(steps.lrs);
+        ours.insert(
             name.to_string(),
-            json!({"tokens_per_s": tps, "steps_timed": steps, "batch": [4, 256],
+            json!({"tokens_per_s": steps.tokens_per_s, "steps_timed": opts.steps, "losses": steps.losses,
+                   "batch": [4, 256], "phases": steps.phases,
                    "trainable_params": result.details.get("trainable_params"),
                    "run_seconds_incl_load": t0.elapsed().as_secs_f64()}),
         );
+        spec.insert(name.to_string(), torch);
     }
+    Ok((ours, spec))
+}
 
+/// Our eval of the first `docs` docs per task; returns docs/s per task and the results.
+fn bench_eval(docs: usize, scratch: &Path, device: &Device) -> Result<(Map<String, Value>, Value)> {
     let loaded = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
     let scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
-    let mut eval = serde_json::Map::new();
-    for task in sweelol_eval::tasks::STUDY_TASKS {
+    let data_root = crate::default_data_root();
+    let mut ours = Map::new();
+    let mut requests = Map::new();
+    for task in STUDY_TASKS {
+        let out_dir = scratch.join("eval");
+        std::fs::remove_file(out_dir.join(format!("{task}.jsonl"))).ok();
         let opts = EvalOptions {
             tasks: vec![task.to_string()],
             limit: Some(docs),
             num_fewshot: 0,
-            data_root: crate::default_data_root(),
-            out_dir: scratch.join("eval").join(task),
+            data_root: data_root.clone(),
+            out_dir: out_dir.clone(),
             show_progress: false,
         };
         let s = evaluate(&scorer, &opts)?;
-        eval.insert(task.to_string(), json!({"docs": docs, "docs_per_s": s.docs_per_second}));
+        let t = &s.tasks[0];
+        let results: Vec<DocResult> = std::fs::read_to_string(out_dir.join(format!("{task}.jsonl")))?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<std::result::Result<_, _>>()?;
+        ours.insert(task.to_string(), json!({"docs": t.n, "docs_per_s": t.n as f64 / t.seconds, "results": results}));
+        let spec = parse_task_name(task)?;
+        let loaded_task = load_task(&spec, &data_root, Some(docs), 0)?;
+        let mut doc_requests = Vec::new();
+        for doc in &loaded_task.docs {
+            let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..doc.choices.len())
+                .map(|i| encode_pair(&loaded.tokenizer, &doc.context, &doc.continuation(i)))
+                .collect::<std::result::Result<_, _>>()?;
+            let lens: Vec<usize> = doc.choices.iter().map(|c| c.chars().count()).collect();
+            doc_requests.push(json!({"doc_id": doc.doc_id, "requests": pairs, "choice_chars": lens}));
+        }
+        requests.insert(task.to_string(), Value::Array(doc_requests));
     }
-    let report = json!({
-        "backend": backend,
+    Ok((ours, Value::Object(requests)))
+}
+
+/// Exports the base model as a transformers directory for the PyTorch side.
+fn export_base(dir: &Path, device: &Device) -> Result<()> {
+    let loaded = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
+    sweelol_gemma::save_hf_dir(&loaded.model, &loaded.tokenizer, dir).with_context(|| format!("exporting to {}", dir.display()))?;
+    Ok(())
+}
+
+fn run_python(python: &Path, spec: &Path, out: &Path) -> Result<Value> {
+    let script = crate::repo_root().join("tests/python/bench_torch.py");
+    eprintln!("bench: PyTorch ({} {})", python.display(), script.display());
+    let status = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--spec")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .with_context(|| format!("starting {}", python.display()))?;
+    if !status.success() {
+        bail!("{} {} failed ({status})", python.display(), script.display());
+    }
+    let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Decisions (acc and, where the task has it, acc_norm) equal between our results and
+/// PyTorch's log-likelihoods, and the worst log-likelihood difference.
+fn compare_decisions(ours: &[DocResult], torch_lls: &[Value], requests: &[Value]) -> Value {
+    let mut same = 0;
+    let mut worst = 0.0f64;
+    for ((r, t), req) in ours.iter().zip(torch_lls).zip(requests) {
+        let t: Vec<f64> = t.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        let lens: Vec<f64> = req["choice_chars"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        for (a, b) in r.loglikelihoods.iter().zip(&t) {
+            worst = worst.max((a - b).abs());
+        }
+        let norm = |ll: &[f64]| argmax(&ll.iter().zip(&lens).map(|(l, n)| l / n).collect::<Vec<_>>());
+        let acc_same = argmax(&r.loglikelihoods) == argmax(&t);
+        let norm_same = r.acc_norm.is_none() || norm(&r.loglikelihoods) == norm(&t);
+        same += (acc_same && norm_same) as usize;
+    }
+    json!({"decisions_equal": same, "docs": ours.len(), "max_abs_loglikelihood_diff": worst})
+}
+
+fn ratio(ours: Option<f64>, torch: Option<f64>) -> Value {
+    match (ours, torch) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    }
+}
+
+pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("sweelol-bench-{}", std::process::id()));
+    let (mut train, spec_train) = bench_training(opts, &scratch, device)?;
+    let (mut eval, requests) = bench_eval(opts.docs, &scratch, device)?;
+    let our_rss = peak_rss_mib();
+    let mut report = json!({
+        "backend": opts.backend,
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "train_step": train,
-        "eval": eval,
-        "peak_rss_mib": peak_rss_mib(),
+        "versions": {"sweelol": env!("CARGO_PKG_VERSION"), "commit": crate::report::git_commit(), "burn": "0.22.1"},
+        "peak_rss_mib": our_rss,
     });
-    if let Some(parent) = out.parent() {
+
+    if let Some(python) = &opts.compare_torch {
+        let model_dir = scratch.join("base-hf");
+        export_base(&model_dir, device)?;
+        let requests_path = scratch.join("eval-requests.json");
+        std::fs::write(&requests_path, serde_json::to_string(&requests)?)?;
+        let spec = json!({
+            "model_dir": model_dir, "device": opts.torch_device, "dtype": "f32", "steps": opts.steps,
+            "train": spec_train, "eval": {"requests": requests_path},
+        });
+        let spec_path = scratch.join("torch-spec.json");
+        std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)?)?;
+        let torch = run_python(python, &spec_path, &scratch.join("torch.json"))?;
+        for (name, ours) in train.iter_mut() {
+            let theirs = &torch["train_step"][name];
+            ours["torch_tokens_per_s"] = theirs["tokens_per_s"].clone();
+            ours["vs_torch"] = ratio(ours["tokens_per_s"].as_f64(), theirs["tokens_per_s"].as_f64());
+            ours["torch_phases"] = theirs.get("phases").cloned().unwrap_or(Value::Null);
+            ours["torch_losses"] = theirs["losses"].clone();
+        }
+        for (task, ours) in eval.iter_mut() {
+            let theirs = &torch["eval"][task];
+            ours["torch_docs_per_s"] = theirs["docs_per_s"].clone();
+            ours["vs_torch"] = ratio(ours["docs_per_s"].as_f64(), theirs["docs_per_s"].as_f64());
+            let results: Vec<DocResult> = serde_json::from_value(ours["results"].clone())?;
+            let lls = theirs["loglikelihoods"].as_array().cloned().unwrap_or_default();
+            let reqs = requests[task].as_array().cloned().unwrap_or_default();
+            ours["vs_lm_eval_scoring"] = compare_decisions(&results, &lls, &reqs);
+        }
+        report["torch"] = json!({
+            "versions": torch["versions"], "threads": torch["threads"], "device": torch["device"],
+            "peak_rss_mib": torch["peak_rss_mib"],
+        });
+    }
+    for ours in eval.values_mut() {
+        ours.as_object_mut().expect("object").remove("results");
+    }
+    report["train_step"] = Value::Object(train);
+    report["eval"] = Value::Object(eval);
+    if let Some(parent) = opts.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(&opts.out, serde_json::to_string_pretty(&report)?)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::remove_dir_all(&scratch).ok();
     Ok(())

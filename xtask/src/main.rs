@@ -101,8 +101,10 @@ enum Command {
         #[arg(long, default_value = "results")]
         results: PathBuf,
     },
-    /// Benchmarks: train-step tokens/s per technique, eval docs/s per task, peak RSS (JSON).
+    /// Benchmarks: train-step tokens/s per technique, eval docs/s per task, peak RSS (JSON);
+    /// with --compare-torch, the same batches and documents in PyTorch and the ratio.
     Bench {
+        /// Where the JSON report goes.
         #[arg(long, default_value = "results/bench.json")]
         out: PathBuf,
         /// Optimizer steps timed per technique (after one warm-up step).
@@ -111,6 +113,17 @@ enum Command {
         /// Documents scored per task.
         #[arg(long, default_value_t = 8)]
         docs: usize,
+        /// Techniques to train (comma-separated; default all five: full-finetune, lora,
+        /// prompt-tuning, finetuned-pruned, kd-pruned).
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+        /// A Python with torch, transformers and peft: repeat the same work with PyTorch
+        /// eager (tests/python/bench_torch.py) and report vs_torch.
+        #[arg(long, value_name = "PYTHON")]
+        compare_torch: Option<PathBuf>,
+        /// The PyTorch side's device (cpu or cuda).
+        #[arg(long, default_value = "cpu")]
+        torch_device: String,
     },
     /// Write a model as a transformers directory (config.json, model.safetensors, tokenizer.json).
     Export {
@@ -226,7 +239,10 @@ fn main() -> Result<()> {
             let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
             eprintln!("{}", outcome.summary());
         }
-        Command::Bench { out, steps, docs } => bench::run_bench(&out, steps, docs, &device, &cli.backend.to_string())?,
+        Command::Bench { out, steps, docs, only, compare_torch, torch_device } => {
+            let opts = bench::BenchOptions { out, steps, docs, only, compare_torch, torch_device, backend: cli.backend.to_string() };
+            bench::run_bench(&opts, &device)?
+        }
         Command::Export { model, adapter, out } => {
             let pre = load_model(&model, adapter.as_deref(), true, &device)?;
             if pre.prefix.is_some() {

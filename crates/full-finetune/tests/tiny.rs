@@ -45,6 +45,7 @@ fn every_weight_trains_and_the_export_reloads_exactly() {
         progress: false,
         config_hash: "tiny".into(),
         stop_after: None,
+        batch_log: None,
     };
     let out = train(model, &Dataset { train: examples(), eval: vec![] }, &opts).unwrap();
     let after = params::to_host(&out.model, |_| true);

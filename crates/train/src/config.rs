@@ -211,12 +211,16 @@ pub struct OutputSection {
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     #[serde(default = "yes")]
     pub progress: bool,
+    /// Append every micro-batch trained on (ids, attention mask, labels) to this JSON
+    /// Lines file; `cargo xtask bench --compare-torch` replays it in PyTorch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_log: Option<PathBuf>,
 }
 
 impl OutputSection {
     /// Outputs under `dir`, resuming, without a progress bar.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        OutputSection { dir: dir.into(), artifact_dir: None, resume: true, progress: false }
+        OutputSection { dir: dir.into(), artifact_dir: None, resume: true, progress: false, batch_log: None }
     }
 }
 
@@ -275,6 +279,9 @@ impl RunConfig {
         join(&mut self.data.path);
         join(&mut self.output.dir);
         if let Some(p) = &mut self.output.artifact_dir {
+            join(p);
+        }
+        if let Some(p) = &mut self.output.batch_log {
             join(p);
         }
         if let Some(t) = &mut self.model.tokenizer {

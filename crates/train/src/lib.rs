@@ -19,12 +19,15 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod host;
+pub mod host_head;
 pub mod loss;
 pub mod masks;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod profile;
 pub mod schedule;
 pub mod sparsity;
 pub mod testing;
@@ -37,7 +40,7 @@ pub use error::{Result, TrainError};
 pub use loss::{chunked_head_loss, chunked_lm_loss, chunked_lm_loss_scaled, cross_entropy_sum, LossOutput};
 pub use model::TrainableModel;
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{evaluate, train, TrainOptions, TrainOutcome};
+pub use trainer::{evaluate, train, BatchLog, TrainOptions, TrainOutcome};
 
 /// Shared run scaffolding for technique crates (load, train, export, report).
 pub mod run;

@@ -16,6 +16,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use sweelol_gemma::Gemma3;
 
 use crate::batch::Targets;
+use crate::host::{host_f32, runs_on_host};
+use crate::host_head::{self, HeadInputs};
+use crate::profile::{self, Phase};
 
 /// A loss ready for backward, with its value already on the host.
 #[derive(Debug)]
@@ -53,7 +56,15 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 
 /// Like [`chunked_lm_loss`] but divided by `denom` instead of the batch's own token count,
 /// so micro-batches of one accumulated step add up to the step's mean.
+///
+/// On a CPU backend, training goes through the fused host kernel
+/// ([`crate::host_head::cross_entropy`]); elsewhere, and for evaluation, through
+/// [`chunked_head_loss`].
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
+    let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
+    if needs_grad && !targets.is_empty() && runs_on_host(&hidden.device()) {
+        return profile::timed(Phase::HeadLoss, || host_lm_loss(lm, hidden, targets, chunk_rows, denom));
+    }
     chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {
         cross_entropy_sum(logits, &targets.ids[rows])
     })
@@ -63,7 +74,14 @@ pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets,
 /// the gathered positions `positions[rows]` and returns their **summed** loss (any
 /// differentiable function of the logits — distillation compares them to a teacher's). The
 /// total is divided by `denom`.
-pub fn chunked_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, mut per_chunk: F) -> LossOutput
+pub fn chunked_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, per_chunk: F) -> LossOutput
+where
+    F: FnMut(Tensor<2>, Range<usize>) -> Tensor<1>,
+{
+    profile::timed(Phase::HeadLoss, || head_loss(lm, hidden, positions, chunk_rows, denom, per_chunk))
+}
+
+fn head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, mut per_chunk: F) -> LossOutput
 where
     F: FnMut(Tensor<2>, Range<usize>) -> Tensor<1>,
 {
@@ -121,21 +139,47 @@ where
         }
     }
     let scale = 1.0 / denom;
-    let mut surrogate: Option<Tensor<1>> = None;
-    let mut add = |term: Tensor<1>| {
-        surrogate = Some(match surrogate.take() {
-            Some(s) => s + term,
-            None => term,
-        })
-    };
-    if rows_need_grad {
-        add((rows * (Tensor::cat(d_rows, 0) * scale)).sum());
-    }
-    if let Some(de) = d_embed {
-        add((embed * (de * scale)).sum());
-    }
-    let s = surrogate.expect("something needs a gradient");
+    let d_rows = rows_need_grad.then(|| Tensor::cat(d_rows, 0) * scale);
+    let d_embed = d_embed.map(|de| de * scale);
     let value = total / denom;
-    let loss = s.clone() - s.detach() + value as f32;
-    LossOutput { loss, value, tokens: n }
+    LossOutput { loss: attach_gradients(rows, d_rows, embed, d_embed, value), value, tokens: n }
+}
+
+/// `value` as a differentiable scalar whose gradient is `d_rows` for `rows` and `d_embed`
+/// for `embed` (plain tensors, already scaled): the surrogate
+/// `s = Σ rows·d_rows + Σ embed·d_embed`, returned as `s − detach(s) + value`.
+fn attach_gradients(rows: Tensor<2>, d_rows: Option<Tensor<2>>, embed: Tensor<2>, d_embed: Option<Tensor<2>>, value: f64) -> Tensor<1> {
+    let terms = [d_rows.map(|d| (rows * d).sum()), d_embed.map(|d| (embed * d).sum())];
+    let s = terms.into_iter().flatten().reduce(|a, b| a + b).expect("something needs a gradient");
+    s.clone() - s.detach() + value as f32
+}
+
+/// [`chunked_lm_loss_scaled`] through the fused host kernel.
+fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
+    let device = hidden.device();
+    let n = targets.len();
+    let [b, t, h] = hidden.dims();
+    let idx: Vec<i64> = targets.positions.iter().map(|&p| p as i64).collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
+    let rows = hidden.reshape([b * t, h]).select(0, idx);
+    let embed = lm.embed_tokens.val();
+    let vocab = embed.dims()[0];
+    let (need_rows, need_embed) = (rows.is_tracked(), embed.is_require_grad());
+    let rows_host = host_f32(rows.clone().inner());
+    let embed_host = host_f32(embed.clone().inner());
+    let inputs = HeadInputs {
+        embed: embed_host.as_slice::<f32>().expect("f32 embedding"),
+        vocab,
+        hidden: h,
+        rows: rows_host.as_slice::<f32>().expect("f32 rows"),
+        targets: &targets.ids,
+        softcap: lm.config.final_logit_softcapping.map(|c| c as f32),
+    };
+    let g = host_head::cross_entropy(&inputs, chunk_rows, (1.0 / denom) as f32, need_rows, need_embed);
+    drop(embed_host);
+    let plain = device.clone().inner();
+    let d_rows = g.d_rows.map(|d| Tensor::<2>::from_data(TensorData::new(d, [n, h]), &plain));
+    let d_embed = g.d_embed.map(|d| Tensor::<2>::from_data(TensorData::new(d, [vocab, h]), &plain));
+    let value = g.loss_sum / denom;
+    LossOutput { loss: attach_gradients(rows, d_rows, embed, d_embed, value), value, tokens: n }
 }

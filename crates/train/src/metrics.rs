@@ -29,6 +29,8 @@ pub struct StepRecord {
     pub step_s: f64,
     /// Seconds since this process started training.
     pub elapsed_s: f64,
+    /// Where this step's time went.
+    pub phases: crate::profile::PhaseTimes,
 }
 
 /// One held-out evaluation.

@@ -108,10 +108,16 @@ pub fn map_params<M: Module>(module: M, f: impl FnMut(&str, Tensor<1>) -> Option
 
 /// `new` (graph-free) as a leaf with `like`'s autodiff association and gradient setting.
 pub(crate) fn as_leaf_like<const D: usize>(like: &Tensor<D>, new: Tensor<D>) -> Tensor<D> {
+    as_leaf(new, like.is_autodiff(), like.is_require_grad())
+}
+
+/// `new` (graph-free) as a leaf on the autodiff device if `autodiff`, tracking gradients if
+/// `require_grad`.
+pub(crate) fn as_leaf<const D: usize>(new: Tensor<D>, autodiff: bool, require_grad: bool) -> Tensor<D> {
     let new = new.inner();
-    if like.is_autodiff() {
+    if autodiff {
         let leaf = Tensor::from_inner(new);
-        if like.is_require_grad() {
+        if require_grad {
             leaf.require_grad()
         } else {
             leaf

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
-use sweelol_dolly::{bucketed_batches, TokenizedExample};
+use sweelol_dolly::{bucketed_batches, Batch, TokenizedExample};
 
 use crate::batch::TokenBatch;
 use crate::checkpoint::{self, TrainState};
@@ -17,6 +17,7 @@ use crate::metrics::{EvalRecord, MetricsWriter, StepRecord};
 use crate::model::TrainableModel;
 use crate::optim::{clip_scale, global_grad_norm, AdamW, AdamWConfig};
 use crate::params;
+use crate::profile::{self, Phase};
 use crate::schedule::LrSchedule;
 
 /// How to run: what a [`RunConfig`] says, in a form tests can also build directly.
@@ -33,6 +34,8 @@ pub struct TrainOptions {
     /// Return after this many completed steps without a final checkpoint or evaluation, as if
     /// the process had been killed (for resume tests).
     pub stop_after: Option<usize>,
+    /// Append every micro-batch trained on to this JSON Lines file (see [`BatchLog`]).
+    pub batch_log: Option<PathBuf>,
 }
 
 impl TrainOptions {
@@ -46,6 +49,7 @@ impl TrainOptions {
             progress: cfg.output.progress,
             config_hash: config_hash.to_string(),
             stop_after: None,
+            batch_log: cfg.output.batch_log.clone(),
         }
     }
 }
@@ -276,15 +280,16 @@ impl<'a> Run<'a> {
         let t = &self.opts.train;
         let step = self.step;
         let t0 = Instant::now();
-        model.lm().device().seed(step_seed(t.seed, step));
-        let micro: Vec<TokenBatch> = (0..t.grad_accum)
-            .map(|k| self.stream.get(step * t.grad_accum + k).map(|b| TokenBatch::from_dolly(&b)))
-            .collect::<Result<_>>()?;
+        profile::take();
+        let micro = profile::timed(Phase::Data, || self.micro_batches(step))?;
+        let micro: Vec<TokenBatch> = micro.iter().map(TokenBatch::from_dolly).collect();
         let denom: usize = micro.iter().map(|b| b.targets.len()).sum();
         if denom == 0 {
             return Err(TrainError::Data(format!("step {} has no target tokens", step + 1)));
         }
+        model.lm().device().seed(step_seed(t.seed, step));
         let (grads, loss) = self.accumulate_grads(&model, &micro, denom)?;
+        let opt_start = Instant::now();
         let norm = global_grad_norm(&grads);
         if !norm.is_finite() {
             let last_checkpoint = self.last_checkpoint.clone();
@@ -294,6 +299,7 @@ impl<'a> Run<'a> {
         let lr = self.schedule.lr(step);
         let mut model = self.opt.step(model, grads, lr, scale);
         model.after_step();
+        profile::add(Phase::Optimizer, opt_start.elapsed().as_secs_f64());
         self.step += 1;
         self.last_loss = Some(loss);
 
@@ -312,11 +318,22 @@ impl<'a> Run<'a> {
             tokens_per_s: tokens as f64 / secs,
             step_s: secs,
             elapsed_s: self.clock.elapsed().as_secs_f64(),
+            phases: profile::take(),
         };
         self.metrics().write(&record)?;
         self.bar.set_position(self.step as u64);
         self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} |g| {norm:.3}"));
         Ok(model)
+    }
+
+    /// The micro-batches of optimizer step `step` (written to the batch log if asked).
+    fn micro_batches(&mut self, step: usize) -> Result<Vec<Batch>> {
+        let accum = self.opts.train.grad_accum;
+        let micro: Vec<Batch> = (0..accum).map(|k| self.stream.get(step * accum + k)).collect::<Result<_>>()?;
+        if let Some(path) = &self.opts.batch_log {
+            BatchLog::append(path, step + 1, &micro)?;
+        }
+        Ok(micro)
     }
 
     /// Forward and backward over the micro-batches; gradients summed by parameter path.
@@ -330,20 +347,25 @@ impl<'a> Run<'a> {
         let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
         let mut loss = 0.0;
         for b in micro.iter().filter(|b| !b.targets.is_empty()) {
+            let (head_before, t0) = (profile::peek().head_loss_s, Instant::now());
             let out = model.loss(b, t.loss_chunk_rows, denom as f64);
+            let head = profile::peek().head_loss_s - head_before;
+            profile::add(Phase::Forward, t0.elapsed().as_secs_f64() - head);
             if !out.value.is_finite() {
                 let last_checkpoint = self.last_checkpoint.clone();
                 return Err(TrainError::NonFinite { step: self.step + 1, what: "loss", value: out.value, last_checkpoint });
             }
             loss += out.value;
-            let mut g = out.loss.backward();
-            for (path, grad) in params::grads_by_path(model, &mut g) {
-                let acc = match grads.remove(&path) {
-                    Some(prev) => prev + grad,
-                    None => grad,
-                };
-                grads.insert(path, acc);
-            }
+            profile::timed(Phase::Backward, || {
+                let mut g = out.loss.backward();
+                for (path, grad) in params::grads_by_path(model, &mut g) {
+                    let acc = match grads.remove(&path) {
+                        Some(prev) => prev + grad,
+                        None => grad,
+                    };
+                    grads.insert(path, acc);
+                }
+            });
         }
         Ok((grads, loss))
     }
@@ -420,5 +442,37 @@ impl<'a> Run<'a> {
             interrupted: self.interrupted,
             model,
         })
+    }
+}
+
+/// The micro-batches a run trained on, as JSON Lines a Python reference can replay:
+/// one object per micro-batch with `step` (1-based optimizer step), `micro` (index within
+/// the step) and `input_ids`, `attention_mask` (1 = real token) and `labels` (the token id
+/// where the loss is taken, -100 elsewhere: transformers' convention, shifted inside the
+/// model) as `[batch][seq_len]` arrays.
+pub struct BatchLog;
+
+impl BatchLog {
+    fn append(path: &std::path::Path, step: usize, micro: &[Batch]) -> Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| TrainError::io(path, e))?;
+        for (k, b) in micro.iter().enumerate() {
+            let rows = |f: &dyn Fn(usize) -> i64| -> Vec<Vec<i64>> {
+                (0..b.batch_size).map(|r| (0..b.seq_len).map(|t| f(r * b.seq_len + t)).collect()).collect()
+            };
+            let line = serde_json::json!({
+                "step": step,
+                "micro": k,
+                "input_ids": rows(&|i| b.input_ids[i] as i64),
+                "attention_mask": rows(&|i| b.attention_mask[i] as i64),
+                "labels": rows(&|i| if b.loss_mask[i] { b.input_ids[i] as i64 } else { -100 }),
+            });
+            writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))?;
+        }
+        Ok(())
     }
 }

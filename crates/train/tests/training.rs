@@ -16,7 +16,7 @@ use sweelol_train::{checkpoint, evaluate, params, train, Dataset, RunConfig, Sch
 
 fn options(train: TrainSection, dir: &Path) -> TrainOptions {
     let config_hash = train_section_hash(&train, "tiny");
-    TrainOptions { train, output_dir: dir.to_path_buf(), resume: true, progress: false, config_hash, stop_after: None }
+    TrainOptions { train, output_dir: dir.to_path_buf(), resume: true, progress: false, config_hash, stop_after: None, batch_log: None }
 }
 
 fn all_weights<M: Module>(m: &M) -> BTreeMap<String, HostTensor> {
@@ -279,4 +279,54 @@ fn config_unknown_keys_are_errors_naming_file_and_key() {
     let a = sweelol_train::run_hash(&cfg, "lora", &serde_json::json!({"r": 8}));
     assert_ne!(a, sweelol_train::run_hash(&cfg, "lora", &serde_json::json!({"r": 4})));
     assert_ne!(a, sweelol_train::run_hash(&cfg, "prompt-tuning", &serde_json::json!({"r": 8})));
+}
+
+#[test]
+fn batch_log_replays_exactly_what_was_trained_on() {
+    let device = Device::flex().autodiff();
+    let data = Dataset { train: random_examples(8, 6, 14, 3, 512, 31), eval: vec![] };
+    let mut t = TrainSection::new(1e-3, 2);
+    t.grad_accum = 2;
+    t.max_steps = Some(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(t, dir.path());
+    let log = dir.path().join("batches.jsonl");
+    opts.batch_log = Some(log.clone());
+    let out = train(load_tiny(&device), &data, &opts).unwrap();
+
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "2 steps x 2 micro-batches");
+    let metrics: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out.metrics_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["step"], (i / 2 + 1) as u64);
+        assert_eq!(line["micro"], (i % 2) as u64);
+        let ids = line["input_ids"].as_array().unwrap();
+        let mask = line["attention_mask"].as_array().unwrap();
+        let labels = line["labels"].as_array().unwrap();
+        assert_eq!(ids.len(), 2, "batch size rows");
+        for ((ids, mask), labels) in ids.iter().zip(mask).zip(labels) {
+            for ((id, m), l) in ids.as_array().unwrap().iter().zip(mask.as_array().unwrap()).zip(labels.as_array().unwrap()) {
+                // A label is the token itself or -100, and never on padding.
+                assert!(l == id || l == -100, "label {l} for token {id}");
+                if m == 0 {
+                    assert_eq!(l, -100);
+                }
+            }
+        }
+    }
+    // The logged labels are the step's scored tokens: their count is the metrics' target_tokens.
+    for step in 0..2 {
+        let scored: usize = lines[2 * step..2 * step + 2]
+            .iter()
+            .flat_map(|l| l["labels"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().clone()))
+            .filter(|l| *l != -100)
+            .count();
+        // HF shifts labels: the first token of a row is never predicted.
+        assert_eq!(Some(scored as u64), metrics[step]["target_tokens"].as_u64(), "step {}", step + 1);
+        for key in ["data_s", "forward_s", "head_loss_s", "backward_s", "optimizer_s"] {
+            assert!(metrics[step]["phases"][key].as_f64().is_some_and(|s| s >= 0.0), "phase {key}");
+        }
+    }
 }

@@ -1,0 +1,216 @@
+//! The tied LM head and cross-entropy as one host kernel, for CPU backends.
+//!
+//! The idea of Liger's fused linear cross-entropy and of Cut Cross-Entropy: the gradient
+//! of the summed cross-entropy with respect to the logits is `softmax − onehot`, known as
+//! soon as a chunk's logits are, so no autodiff graph is needed. Per chunk of `c` scored
+//! rows, one `[c, V]` buffer holds the logits, then in place their gradient, and two
+//! matrix products turn it into the rows' gradient and an in-place accumulation into the
+//! embedding's: three GEMMs and two passes over the buffer, instead of an autodiff graph
+//! that allocates a fresh `[V, H]` gradient per chunk and adds them up.
+//!
+//! Matrices are row-major `f32` slices; GEMMs are the `gemm` crate's (the ones burn's CPU
+//! backend uses), multi-threaded with rayon.
+
+use rayon::prelude::*;
+
+/// The summed loss and gradients, already multiplied by `scale`.
+pub struct HeadGrads {
+    /// Σ over rows of `−log softmax(logits)[target]` (not scaled).
+    pub loss_sum: f64,
+    /// `[n, H]`, when asked for.
+    pub d_rows: Option<Vec<f32>>,
+    /// `[V, H]`, when asked for.
+    pub d_embed: Option<Vec<f32>>,
+}
+
+/// What the kernel reads: the embedding `[V, H]`, the scored hidden rows `[n, H]` and
+/// their target ids.
+pub struct HeadInputs<'a> {
+    pub embed: &'a [f32],
+    pub vocab: usize,
+    pub hidden: usize,
+    pub rows: &'a [f32],
+    pub targets: &'a [u32],
+    /// Gemma's final logit soft-capping (`cap · tanh(z / cap)`), if any.
+    pub softcap: Option<f32>,
+}
+
+/// `dst[m, n] (+)= lhs · rhs` with explicit strides (column stride, row stride), in f32.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (dst_cs, dst_rs): (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_cs, lhs_rs): (isize, isize),
+    rhs: &[f32],
+    (rhs_cs, rhs_rs): (isize, isize),
+) {
+    let last = |cs: isize, rs: isize, rows: usize, cols: usize| (rows as isize - 1) * rs + (cols as isize - 1) * cs;
+    assert!(last(dst_cs, dst_rs, m, n) < dst.len() as isize, "gemm: dst too small");
+    assert!(last(lhs_cs, lhs_rs, m, k) < lhs.len() as isize, "gemm: lhs too small");
+    assert!(last(rhs_cs, rhs_rs, k, n) < rhs.len() as isize, "gemm: rhs too small");
+    // SAFETY: the asserts above keep every index the strides reach inside the slices,
+    // and `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// Turns one row of logits into `scale · d loss / d logits` in place; returns the row's loss.
+fn row_gradient(z: &mut [f32], target: usize, softcap: Option<f32>, scale: f32) -> f64 {
+    if let Some(cap) = softcap {
+        for x in z.iter_mut() {
+            *x = cap * (*x / cap).tanh();
+        }
+    }
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let picked = z[target];
+    // exp once, kept in place; the sum in f64.
+    let mut sum = 0.0f64;
+    let capped: Option<Vec<f32>> = softcap.map(|_| z.to_vec());
+    for x in z.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x as f64;
+    }
+    let loss = max as f64 + sum.ln() - picked as f64;
+    let inv = (1.0 / sum) as f32;
+    for x in z.iter_mut() {
+        *x *= inv * scale;
+    }
+    z[target] -= scale;
+    if let (Some(cap), Some(y)) = (softcap, capped) {
+        // d cap·tanh(x/cap) / dx = 1 − (y/cap)².
+        for (g, y) in z.iter_mut().zip(y) {
+            let t = y / cap;
+            *g *= 1.0 - t * t;
+        }
+    }
+    loss
+}
+
+/// Cross-entropy of `rows · embedᵀ` against `targets`, `chunk_rows` rows at a time, with
+/// the gradients of `scale ×` the summed loss.
+pub fn cross_entropy(x: &HeadInputs, chunk_rows: usize, scale: f32, need_rows: bool, need_embed: bool) -> HeadGrads {
+    let (v, h) = (x.vocab, x.hidden);
+    let n = x.targets.len();
+    assert_eq!(x.embed.len(), v * h, "embedding is [vocab, hidden]");
+    assert_eq!(x.rows.len(), n * h, "rows are [n, hidden]");
+    assert!(chunk_rows > 0, "chunk_rows must be positive");
+    let mut logits = vec![0.0f32; chunk_rows.min(n) * v];
+    let mut d_rows = need_rows.then(|| vec![0.0f32; n * h]);
+    let mut d_embed = need_embed.then(|| vec![0.0f32; v * h]);
+    let mut loss_sum = 0.0f64;
+    for (c, start) in (0..n).step_by(chunk_rows).enumerate() {
+        let len = chunk_rows.min(n - start);
+        let rows = &x.rows[start * h..(start + len) * h];
+        let z = &mut logits[..len * v];
+        // z = rows · embedᵀ: embedᵀ[k, j] = embed[j, k] (column stride h, row stride 1).
+        gemm_f32((len, v, h), z, (1, v as isize), false, rows, (1, h as isize), x.embed, (h as isize, 1));
+        loss_sum += z
+            .par_chunks_mut(v)
+            .zip(&x.targets[start..start + len])
+            .map(|(row, &t)| row_gradient(row, t as usize, x.softcap, scale))
+            .sum::<f64>();
+        if let Some(d) = d_rows.as_mut() {
+            // d_rows = g · embed.
+            let dst = &mut d[start * h..(start + len) * h];
+            gemm_f32((len, h, v), dst, (1, h as isize), false, z, (1, v as isize), x.embed, (1, h as isize));
+        }
+        if let Some(d) = d_embed.as_mut() {
+            // d_embed += gᵀ · rows: gᵀ[j, r] = g[r, j] (column stride v, row stride 1).
+            gemm_f32((v, h, len), d, (1, h as isize), c > 0, z, (v as isize, 1), rows, (1, h as isize));
+        }
+    }
+    HeadGrads { loss_sum, d_rows, d_embed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed.wrapping_mul(97)) % 1999) as f32 / 999.0 - 1.0).collect()
+    }
+
+    /// The same quantities in f64, written out directly from the definition.
+    fn reference(x: &HeadInputs, scale: f64) -> (f64, Vec<f64>, Vec<f64>) {
+        let (v, h) = (x.vocab, x.hidden);
+        let n = x.targets.len();
+        let mut loss = 0.0;
+        let mut d_rows = vec![0.0; n * h];
+        let mut d_embed = vec![0.0; v * h];
+        for r in 0..n {
+            let z: Vec<f64> = (0..v)
+                .map(|j| (0..h).map(|k| x.rows[r * h + k] as f64 * x.embed[j * h + k] as f64).sum::<f64>())
+                .collect();
+            let y: Vec<f64> = match x.softcap {
+                Some(c) => z.iter().map(|z| c as f64 * (z / c as f64).tanh()).collect(),
+                None => z.clone(),
+            };
+            let max = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = y.iter().map(|y| (y - max).exp()).sum();
+            let t = x.targets[r] as usize;
+            loss += max + sum.ln() - y[t];
+            for j in 0..v {
+                let mut g = (y[j] - max).exp() / sum - (j == t) as u8 as f64;
+                if let Some(c) = x.softcap {
+                    g *= 1.0 - (y[j] / c as f64).powi(2);
+                }
+                g *= scale;
+                for k in 0..h {
+                    d_rows[r * h + k] += g * x.embed[j * h + k] as f64;
+                    d_embed[j * h + k] += g * x.rows[r * h + k] as f64;
+                }
+            }
+        }
+        (loss, d_rows, d_embed)
+    }
+
+    fn worst(a: &[f32], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn matches_the_definition_across_chunks_with_and_without_softcap() {
+        let (v, h, n) = (301, 16, 7);
+        let embed = values(v * h, 1);
+        let rows = values(n * h, 2);
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 53 + 5) % v as u32).collect();
+        for softcap in [None, Some(3.0f32)] {
+            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, targets: &targets, softcap };
+            let (loss, d_rows, d_embed) = reference(&x, 0.25);
+            for chunk in [1, 3, 7, 64] {
+                let got = cross_entropy(&x, chunk, 0.25, true, true);
+                assert!((got.loss_sum - loss).abs() < 1e-4, "loss {} vs {loss} (chunk {chunk}, {softcap:?})", got.loss_sum);
+                let (dr, de) = (worst(got.d_rows.as_ref().unwrap(), &d_rows), worst(got.d_embed.as_ref().unwrap(), &d_embed));
+                assert!(dr < 1e-5 && de < 1e-5, "chunk {chunk}, {softcap:?}: d_rows {dr}, d_embed {de}");
+            }
+        }
+        // Only what is asked for is computed.
+        let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, targets: &targets, softcap: None };
+        let got = cross_entropy(&x, 4, 1.0, false, true);
+        assert!(got.d_rows.is_none() && got.d_embed.is_some());
+    }
+}
