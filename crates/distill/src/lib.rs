@@ -37,6 +37,7 @@
 pub mod config;
 pub mod divergence;
 pub mod error;
+pub mod host;
 pub mod loss;
 pub mod topk;
 mod train;

@@ -16,7 +16,13 @@ use sweelol_train::{
     RunConfig, RunIdentity, RunReport, TokenBatch, TrainError, TrainableModel,
 };
 
-use crate::{kd_loss, DistillConfig};
+use rayon::prelude::*;
+use sweelol_train::host::{host_f32, runs_on_host};
+use sweelol_train::host_head::{self, HeadInputs};
+use sweelol_train::host_head_loss;
+
+use crate::host::forward_kl_row;
+use crate::{kd_loss, DistillConfig, Divergence};
 
 /// The technique's name in configs and reports.
 pub const TECHNIQUE: &str = "distill";
@@ -56,6 +62,23 @@ impl TrainableModel for KdModel {
         let t_embed = self.teacher.embed_tokens.val().detach();
         let softcap = self.teacher.config.final_logit_softcapping;
         let targets = &batch.targets.ids;
+        let needs_grad = hidden.is_tracked() || self.student.embed_tokens.val().is_require_grad();
+        if needs_grad && n > 0 && self.cfg.divergence == Divergence::ForwardKl && runs_on_host(&device) {
+            // The fused host head: the teacher's logits per chunk from its host copy.
+            let (t_rows, t_embed) = (host_f32(t_rows.inner()), host_f32(t_embed.inner()));
+            let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), t_embed.as_slice::<f32>().expect("f32"));
+            let vocab = self.teacher.config.vocab_size;
+            let cap = softcap.map(|c| c as f32);
+            return host_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |rows, z, scale| {
+                let teacher = HeadInputs { embed: t_embed, vocab, hidden: h, rows: &t_rows[rows.start * h..rows.end * h], softcap: None };
+                let mut t_logits = host_head::logits(&teacher);
+                z.par_chunks_mut(vocab)
+                    .zip(t_logits.par_chunks_mut(vocab))
+                    .zip(&targets[rows])
+                    .map(|((s, t), &target)| forward_kl_row(s, t, target as usize, &self.cfg, cap, scale))
+                    .sum()
+            });
+        }
         chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
             let sdev = student_logits.device();
             let teacher_logits = head_logits(t_embed.clone(), t_rows.clone().narrow(0, rows.start, rows.len()), softcap);

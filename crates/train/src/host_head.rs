@@ -11,6 +11,8 @@
 //! Matrices are row-major `f32` slices; GEMMs are the `gemm` crate's (the ones burn's CPU
 //! backend uses), multi-threaded with rayon.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 /// The summed loss and gradients, already multiplied by `scale`.
@@ -23,16 +25,20 @@ pub struct HeadGrads {
     pub d_embed: Option<Vec<f32>>,
 }
 
-/// What the kernel reads: the embedding `[V, H]`, the scored hidden rows `[n, H]` and
-/// their target ids.
+/// What the kernel reads: the embedding `[V, H]` and the scored hidden rows `[n, H]`.
 pub struct HeadInputs<'a> {
     pub embed: &'a [f32],
     pub vocab: usize,
     pub hidden: usize,
     pub rows: &'a [f32],
-    pub targets: &'a [u32],
     /// Gemma's final logit soft-capping (`cap · tanh(z / cap)`), if any.
     pub softcap: Option<f32>,
+}
+
+impl HeadInputs<'_> {
+    pub fn num_rows(&self) -> usize {
+        self.rows.len() / self.hidden
+    }
 }
 
 /// `dst[m, n] (+)= lhs · rhs` with explicit strides (column stride, row stride), in f32.
@@ -78,18 +84,42 @@ fn gemm_f32(
     }
 }
 
-/// Turns one row of logits into `scale · d loss / d logits` in place; returns the row's loss.
-fn row_gradient(z: &mut [f32], target: usize, softcap: Option<f32>, scale: f32) -> f64 {
-    if let Some(cap) = softcap {
-        for x in z.iter_mut() {
-            *x = cap * (*x / cap).tanh();
+/// Soft-caps a row of raw logits in place (`cap · tanh(z / cap)`); returns the capped
+/// values when there is a cap, which [`softcap_backward`] needs.
+pub fn softcap_forward(z: &mut [f32], softcap: Option<f32>) -> Option<Vec<f32>> {
+    let cap = softcap?;
+    for x in z.iter_mut() {
+        *x = cap * (*x / cap).tanh();
+    }
+    Some(z.to_vec())
+}
+
+/// Turns a gradient with respect to capped logits into one with respect to the raw ones:
+/// `d cap·tanh(x/cap) / dx = 1 − (y/cap)²`.
+pub fn softcap_backward(g: &mut [f32], capped: Option<Vec<f32>>, softcap: Option<f32>) {
+    if let (Some(cap), Some(y)) = (softcap, capped) {
+        for (g, y) in g.iter_mut().zip(y) {
+            let t = y / cap;
+            *g *= 1.0 - t * t;
         }
     }
+}
+
+/// `(max, log Σ exp(row/temperature − max))` of a row, the sum in f64.
+pub fn log_sum_exp(row: &[f32], temperature: f32) -> (f32, f64) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) / temperature;
+    let sum: f64 = row.iter().map(|&x| ((x / temperature - max).exp()) as f64).sum();
+    (max, sum.ln())
+}
+
+/// Turns one row of raw logits into `scale · d CE / d logits` in place; returns the row's
+/// cross-entropy.
+pub fn cross_entropy_row(z: &mut [f32], target: usize, softcap: Option<f32>, scale: f32) -> f64 {
+    let capped = softcap_forward(z, softcap);
     let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let picked = z[target];
     // exp once, kept in place; the sum in f64.
     let mut sum = 0.0f64;
-    let capped: Option<Vec<f32>> = softcap.map(|_| z.to_vec());
     for x in z.iter_mut() {
         *x = (*x - max).exp();
         sum += *x as f64;
@@ -100,21 +130,39 @@ fn row_gradient(z: &mut [f32], target: usize, softcap: Option<f32>, scale: f32) 
         *x *= inv * scale;
     }
     z[target] -= scale;
-    if let (Some(cap), Some(y)) = (softcap, capped) {
-        // d cap·tanh(x/cap) / dx = 1 − (y/cap)².
-        for (g, y) in z.iter_mut().zip(y) {
-            let t = y / cap;
-            *g *= 1.0 - t * t;
-        }
-    }
+    softcap_backward(z, capped, softcap);
     loss
+}
+
+/// `rows · embedᵀ` (`[n, V]`, raw: not soft-capped), e.g. a teacher's logits.
+pub fn logits(x: &HeadInputs) -> Vec<f32> {
+    let (v, h, n) = (x.vocab, x.hidden, x.num_rows());
+    let mut z = vec![0.0f32; n * v];
+    gemm_f32((n, v, h), &mut z, (1, v as isize), false, x.rows, (1, h as isize), x.embed, (h as isize, 1));
+    z
 }
 
 /// Cross-entropy of `rows · embedᵀ` against `targets`, `chunk_rows` rows at a time, with
 /// the gradients of `scale ×` the summed loss.
-pub fn cross_entropy(x: &HeadInputs, chunk_rows: usize, scale: f32, need_rows: bool, need_embed: bool) -> HeadGrads {
+pub fn cross_entropy(x: &HeadInputs, targets: &[u32], chunk_rows: usize, scale: f32, need_rows: bool, need_embed: bool) -> HeadGrads {
+    assert_eq!(targets.len(), x.num_rows(), "one target per row");
+    fused(x, chunk_rows, need_rows, need_embed, |rows, z| {
+        z.par_chunks_mut(x.vocab)
+            .zip(&targets[rows])
+            .map(|(row, &t)| cross_entropy_row(row, t as usize, x.softcap, scale))
+            .sum()
+    })
+}
+
+/// Any loss of the head's logits, `chunk_rows` rows at a time: `row_grad(rows, z)` gets
+/// the raw logits `z` (`[rows.len(), V]`) of rows `rows`, turns them in place into the
+/// gradient of the (scaled) loss with respect to them, and returns the chunk's loss.
+pub fn fused<F>(x: &HeadInputs, chunk_rows: usize, need_rows: bool, need_embed: bool, mut row_grad: F) -> HeadGrads
+where
+    F: FnMut(Range<usize>, &mut [f32]) -> f64,
+{
     let (v, h) = (x.vocab, x.hidden);
-    let n = x.targets.len();
+    let n = x.num_rows();
     assert_eq!(x.embed.len(), v * h, "embedding is [vocab, hidden]");
     assert_eq!(x.rows.len(), n * h, "rows are [n, hidden]");
     assert!(chunk_rows > 0, "chunk_rows must be positive");
@@ -128,11 +176,7 @@ pub fn cross_entropy(x: &HeadInputs, chunk_rows: usize, scale: f32, need_rows: b
         let z = &mut logits[..len * v];
         // z = rows · embedᵀ: embedᵀ[k, j] = embed[j, k] (column stride h, row stride 1).
         gemm_f32((len, v, h), z, (1, v as isize), false, rows, (1, h as isize), x.embed, (h as isize, 1));
-        loss_sum += z
-            .par_chunks_mut(v)
-            .zip(&x.targets[start..start + len])
-            .map(|(row, &t)| row_gradient(row, t as usize, x.softcap, scale))
-            .sum::<f64>();
+        loss_sum += row_grad(start..start + len, z);
         if let Some(d) = d_rows.as_mut() {
             // d_rows = g · embed.
             let dst = &mut d[start * h..(start + len) * h];
@@ -155,9 +199,9 @@ mod tests {
     }
 
     /// The same quantities in f64, written out directly from the definition.
-    fn reference(x: &HeadInputs, scale: f64) -> (f64, Vec<f64>, Vec<f64>) {
+    fn reference(x: &HeadInputs, targets: &[u32], scale: f64) -> (f64, Vec<f64>, Vec<f64>) {
         let (v, h) = (x.vocab, x.hidden);
-        let n = x.targets.len();
+        let n = targets.len();
         let mut loss = 0.0;
         let mut d_rows = vec![0.0; n * h];
         let mut d_embed = vec![0.0; v * h];
@@ -171,7 +215,7 @@ mod tests {
             };
             let max = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = y.iter().map(|y| (y - max).exp()).sum();
-            let t = x.targets[r] as usize;
+            let t = targets[r] as usize;
             loss += max + sum.ln() - y[t];
             for j in 0..v {
                 let mut g = (y[j] - max).exp() / sum - (j == t) as u8 as f64;
@@ -199,18 +243,18 @@ mod tests {
         let rows = values(n * h, 2);
         let targets: Vec<u32> = (0..n as u32).map(|i| (i * 53 + 5) % v as u32).collect();
         for softcap in [None, Some(3.0f32)] {
-            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, targets: &targets, softcap };
-            let (loss, d_rows, d_embed) = reference(&x, 0.25);
+            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap };
+            let (loss, d_rows, d_embed) = reference(&x, &targets, 0.25);
             for chunk in [1, 3, 7, 64] {
-                let got = cross_entropy(&x, chunk, 0.25, true, true);
+                let got = cross_entropy(&x, &targets, chunk, 0.25, true, true);
                 assert!((got.loss_sum - loss).abs() < 1e-4, "loss {} vs {loss} (chunk {chunk}, {softcap:?})", got.loss_sum);
                 let (dr, de) = (worst(got.d_rows.as_ref().unwrap(), &d_rows), worst(got.d_embed.as_ref().unwrap(), &d_embed));
                 assert!(dr < 1e-5 && de < 1e-5, "chunk {chunk}, {softcap:?}: d_rows {dr}, d_embed {de}");
             }
         }
         // Only what is asked for is computed.
-        let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, targets: &targets, softcap: None };
-        let got = cross_entropy(&x, 4, 1.0, false, true);
+        let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap: None };
+        let got = cross_entropy(&x, &targets, 4, 1.0, false, true);
         assert!(got.d_rows.is_none() && got.d_embed.is_some());
     }
 }

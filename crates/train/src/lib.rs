@@ -37,7 +37,7 @@ pub use batch::{Targets, TokenBatch};
 pub use config::{run_hash, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};
 pub use data::{load_dolly, Dataset};
 pub use error::{Result, TrainError};
-pub use loss::{chunked_head_loss, chunked_lm_loss, chunked_lm_loss_scaled, cross_entropy_sum, LossOutput};
+pub use loss::{chunked_head_loss, chunked_lm_loss, chunked_lm_loss_scaled, cross_entropy_sum, host_head_loss, LossOutput};
 pub use model::TrainableModel;
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use trainer::{evaluate, train, BatchLog, TrainOptions, TrainOutcome};

@@ -18,6 +18,7 @@ use sweelol_gemma::Gemma3;
 use crate::batch::Targets;
 use crate::host::{host_f32, runs_on_host};
 use crate::host_head::{self, HeadInputs};
+use rayon::prelude::*;
 use crate::profile::{self, Phase};
 
 /// A loss ready for backward, with its value already on the host.
@@ -63,7 +64,7 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
     let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
     if needs_grad && !targets.is_empty() && runs_on_host(&hidden.device()) {
-        return profile::timed(Phase::HeadLoss, || host_lm_loss(lm, hidden, targets, chunk_rows, denom));
+        return host_lm_loss(lm, hidden, targets, chunk_rows, denom);
     }
     chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {
         cross_entropy_sum(logits, &targets.ids[rows])
@@ -156,10 +157,37 @@ fn attach_gradients(rows: Tensor<2>, d_rows: Option<Tensor<2>>, embed: Tensor<2>
 
 /// [`chunked_lm_loss_scaled`] through the fused host kernel.
 fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
+    let softcap = lm.config.final_logit_softcapping.map(|c| c as f32);
+    let vocab = lm.config.vocab_size;
+    host_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |rows, z, scale| {
+        z.par_chunks_mut(vocab)
+            .zip(&targets.ids[rows])
+            .map(|(row, &t)| host_head::cross_entropy_row(row, t as usize, softcap, scale))
+            .sum()
+    })
+}
+
+/// The generic chunked loss on a CPU backend, through the fused host kernel
+/// ([`host_head::fused`]): `row_grad(rows, z, scale)` gets the raw logits `z`
+/// (`[rows.len(), V]`, before soft-capping) of the gathered positions `positions[rows]`,
+/// turns them in place into `scale ×` the gradient of their summed loss, and returns that
+/// summed loss (unscaled). `scale` is `1 / denom`. Call it only on a host device
+/// ([`crate::host::runs_on_host`]) and with something that needs a gradient.
+pub fn host_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, row_grad: F) -> LossOutput
+where
+    F: FnMut(Range<usize>, &mut [f32], f32) -> f64,
+{
+    profile::timed(Phase::HeadLoss, || fused_head_loss(lm, hidden, positions, chunk_rows, denom, row_grad))
+}
+
+fn fused_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, mut row_grad: F) -> LossOutput
+where
+    F: FnMut(Range<usize>, &mut [f32], f32) -> f64,
+{
     let device = hidden.device();
-    let n = targets.len();
+    let n = positions.len();
     let [b, t, h] = hidden.dims();
-    let idx: Vec<i64> = targets.positions.iter().map(|&p| p as i64).collect();
+    let idx: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
     let rows = hidden.reshape([b * t, h]).select(0, idx);
     let embed = lm.embed_tokens.val();
@@ -172,10 +200,10 @@ fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: u
         vocab,
         hidden: h,
         rows: rows_host.as_slice::<f32>().expect("f32 rows"),
-        targets: &targets.ids,
         softcap: lm.config.final_logit_softcapping.map(|c| c as f32),
     };
-    let g = host_head::cross_entropy(&inputs, chunk_rows, (1.0 / denom) as f32, need_rows, need_embed);
+    let scale = (1.0 / denom) as f32;
+    let g = host_head::fused(&inputs, chunk_rows, need_rows, need_embed, |r, z| row_grad(r, z, scale));
     drop(embed_host);
     let plain = device.clone().inner();
     let d_rows = g.d_rows.map(|d| Tensor::<2>::from_data(TensorData::new(d, [n, h]), &plain));
