@@ -136,14 +136,72 @@ impl<'a> Scorer<'a> {
     pub fn score_doc(&self, doc: &McDoc, with_norm: bool) -> Result<DocResult> {
         let continuations: Vec<String> = (0..doc.choices.len()).map(|i| doc.continuation(i)).collect();
         let ll = self.loglikelihoods(&doc.context, &continuations)?;
-        let acc = (argmax(&ll) == doc.gold) as u8 as f64;
-        let acc_norm = with_norm.then(|| {
-            let normed: Vec<f64> =
-                ll.iter().zip(&doc.choices).map(|(l, c)| l / c.chars().count() as f64).collect();
-            (argmax(&normed) == doc.gold) as u8 as f64
-        });
-        Ok(DocResult { doc_id: doc.doc_id, gold: doc.gold, loglikelihoods: ll, acc, acc_norm })
+        Ok(doc_result(doc, ll, with_norm))
     }
+
+    /// Scores several documents, in order. Those whose answers are all one token after a
+    /// shared context (MMLU's letters) run in one right-padded forward of their contexts —
+    /// more work per operation keeps every core busy, and causal attention means the
+    /// padding never reaches a real position; the others go one by one through
+    /// [`score_doc`](Self::score_doc).
+    pub fn score_docs(&self, docs: &[McDoc], with_norm: bool) -> Result<Vec<DocResult>> {
+        let mut results: Vec<Option<DocResult>> = vec![None; docs.len()];
+        let mut batch: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        for (i, doc) in docs.iter().enumerate() {
+            let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..doc.choices.len())
+                .map(|c| encode_pair(self.tokenizer, &doc.context, &doc.continuation(c)))
+                .collect::<Result<_>>()?;
+            let one_token = pairs.iter().all(|(ctx, cont)| cont.len() == 1 && *ctx == pairs[0].0);
+            if one_token && !pairs[0].0.is_empty() {
+                let ids = pairs.iter().map(|(_, cont)| cont[0]).collect();
+                batch.push((i, pairs[0].0.clone(), ids));
+            } else {
+                results[i] = Some(self.score_doc(doc, with_norm)?);
+            }
+        }
+        if !batch.is_empty() {
+            for (i, ll) in self.one_token_batch(&batch) {
+                results[i] = Some(doc_result(&docs[i], ll, with_norm));
+            }
+        }
+        Ok(results.into_iter().map(|r| r.expect("every document scored")).collect())
+    }
+
+    /// `(index, log-likelihoods)` for `(index, context ids, one answer id per choice)`.
+    fn one_token_batch(&self, batch: &[(usize, Vec<u32>, Vec<u32>)]) -> Vec<(usize, Vec<f64>)> {
+        let model = self.model;
+        let device = model.device();
+        let width = batch.iter().map(|(_, ctx, _)| ctx.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch.len() * width);
+        for (_, ctx, _) in batch {
+            ids.extend(ctx.iter().map(|&x| x as i64));
+            ids.extend(std::iter::repeat_n(self.tokenizer.pad_id as i64, width - ctx.len()));
+        }
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch.len(), width]), &device);
+        let hidden = model.hidden_states(model.embed_with_prefix(self.prefix.as_ref(), tokens), None);
+        let total = hidden.dims()[1];
+        let offset = total - width; // virtual tokens, if any, come first
+        let last: Vec<usize> = batch.iter().enumerate().map(|(b, (_, ctx, _))| b * total + offset + ctx.len() - 1).collect();
+        let logp = log_softmax(model.logits_at(hidden, &last), 1);
+        let mut rows = Vec::new();
+        let mut picked = Vec::new();
+        for (b, (_, _, answers)) in batch.iter().enumerate() {
+            rows.extend(std::iter::repeat_n(b, answers.len()));
+            picked.extend(answers);
+        }
+        let mut lls = gather_rows(logp, &rows, &picked).into_iter();
+        batch.iter().map(|(i, _, answers)| (*i, lls.by_ref().take(answers.len()).collect())).collect()
+    }
+}
+
+/// acc (and acc_norm when asked: log-likelihood per character of the choice) of a document.
+fn doc_result(doc: &McDoc, ll: Vec<f64>, with_norm: bool) -> DocResult {
+    let acc = (argmax(&ll) == doc.gold) as u8 as f64;
+    let acc_norm = with_norm.then(|| {
+        let normed: Vec<f64> = ll.iter().zip(&doc.choices).map(|(l, c)| l / c.chars().count() as f64).collect();
+        (argmax(&normed) == doc.gold) as u8 as f64
+    });
+    DocResult { doc_id: doc.doc_id, gold: doc.gold, loglikelihoods: ll, acc, acc_norm }
 }
 
 /// `logp[rows[k], ids[k]]` for every k, summed in f64 on the host.
