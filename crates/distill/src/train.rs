@@ -67,7 +67,8 @@ impl TrainableModel for KdModel {
             // The fused host head: the teacher's logits per chunk from its host copy.
             let (t_rows, t_embed) = (host_f32(t_rows.inner()), host_f32(t_embed.inner()));
             let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), t_embed.as_slice::<f32>().expect("f32"));
-            let vocab = self.teacher.config.vocab_size;
+            // `run` checked that teacher and student share the vocabulary.
+            let vocab = self.student.embed_tokens.val().dims()[0];
             let cap = softcap.map(|c| c as f32);
             return host_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |rows, z, scale| {
                 let teacher = HeadInputs { embed: t_embed, vocab, hidden: h, rows: &t_rows[rows.start * h..rows.end * h], softcap: None };
@@ -114,6 +115,12 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
     let teacher_src = resolve_source(cfg.base_dir(), teacher_src);
     let prepared = prepare(cfg, device)?;
     let teacher = load_pretrained(&teacher_src, &autodiff_device(device))?.model.no_grad();
+    let (t_vocab, s_vocab) = (teacher.embed_tokens.val().dims()[0], prepared.model.embed_tokens.val().dims()[0]);
+    if t_vocab != s_vocab {
+        return Err(TrainError::Settings(format!(
+            "[distill] teacher {teacher_src} has a vocabulary of {t_vocab} tokens, the student {s_vocab}: KD compares them token by token"
+        )));
+    }
     let masks = match &distill.masks {
         Some(path) => {
             let path = cfg.base_dir().join(path);

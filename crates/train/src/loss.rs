@@ -15,10 +15,11 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweelol_gemma::Gemma3;
 
+use rayon::prelude::*;
+
 use crate::batch::Targets;
 use crate::host::{host_f32, runs_on_host};
 use crate::host_head::{self, HeadInputs};
-use rayon::prelude::*;
 use crate::profile::{self, Phase};
 
 /// A loss ready for backward, with its value already on the host.
@@ -58,8 +59,8 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 /// Like [`chunked_lm_loss`] but divided by `denom` instead of the batch's own token count,
 /// so micro-batches of one accumulated step add up to the step's mean.
 ///
-/// On a CPU backend, training goes through the fused host kernel
-/// ([`crate::host_head::cross_entropy`]); elsewhere, and for evaluation, through
+/// On a CPU backend, training goes through the fused host kernel ([`host_head_loss`] with
+/// [`host_head::cross_entropy_row`]); elsewhere, and for evaluation, through
 /// [`chunked_head_loss`].
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
     let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
@@ -158,7 +159,7 @@ fn attach_gradients(rows: Tensor<2>, d_rows: Option<Tensor<2>>, embed: Tensor<2>
 /// [`chunked_lm_loss_scaled`] through the fused host kernel.
 fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
     let softcap = lm.config.final_logit_softcapping.map(|c| c as f32);
-    let vocab = lm.config.vocab_size;
+    let vocab = lm.embed_tokens.val().dims()[0];
     host_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |rows, z, scale| {
         z.par_chunks_mut(vocab)
             .zip(&targets.ids[rows])
