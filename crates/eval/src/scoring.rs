@@ -29,6 +29,9 @@ pub struct DocResult {
     pub acc_norm: Option<f64>,
 }
 
+/// Padded tokens (documents × longest context) one batched forward may hold.
+const BATCH_TOKEN_BUDGET: usize = 1024;
+
 /// lm-eval's `_encode_pair`: `(context_ids, continuation_ids)`.
 pub fn encode_pair(tok: &GemmaTokenizer, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
     // Python's rstrip(): Rust's whitespace set lacks U+001C..U+001F.
@@ -159,10 +162,16 @@ impl<'a> Scorer<'a> {
                 results[i] = Some(self.score_doc(doc, with_norm)?);
             }
         }
-        if !batch.is_empty() {
-            for (i, ll) in self.one_token_batch(&batch) {
+        // Shortest first, and only as many per forward as keep the padded size within
+        // the budget: padding a 200-token context to 900 would cost more than it saves.
+        batch.sort_by_key(|(_, ctx, _)| ctx.len());
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let take = (1..=rest.len()).take_while(|&k| k == 1 || k * rest[k - 1].1.len() <= BATCH_TOKEN_BUDGET).last().unwrap_or(1);
+            for (i, ll) in self.one_token_batch(&rest[..take]) {
                 results[i] = Some(doc_result(&docs[i], ll, with_norm));
             }
+            rest = &rest[take..];
         }
         Ok(results.into_iter().map(|r| r.expect("every document scored")).collect())
     }
