@@ -43,13 +43,9 @@ def load_model(spec):
     return model.to(spec["device"])
 
 
-def read_batches(path, device):
-    batches = []
-    with open(path) as f:
-        for line in f:
-            b = json.loads(line)
-            batches.append({k: torch.tensor(b[k], device=device) for k in ("input_ids", "attention_mask", "labels")})
-    return batches
+def to_tensors(raw, device):
+    """One batch-log line as the tensors transformers takes."""
+    return {k: torch.tensor(raw[k], device=device) for k in ("input_ids", "attention_mask", "labels")}
 
 
 def magnitude_masks(model, sparsity, targets):
@@ -144,7 +140,7 @@ class Technique:
         for g in self.opt.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
-        b = {k: torch.tensor(raw[k], device=dev) for k in ("input_ids", "attention_mask", "labels")}
+        b = to_tensors(raw, dev)
         sync(dev)
         t1 = time.perf_counter()
         phases["data_s"] = t1 - t0
@@ -181,9 +177,9 @@ class Technique:
 
 def bench_train(name, t, spec):
     steps = spec["steps"]
-    batches = read_batches(t["batches"], spec["device"])
     with open(t["batches"]) as f:
         raw = [json.loads(line) for line in f]
+    batches = [to_tensors(b, spec["device"]) for b in raw]
     if len(batches) < steps + 1:
         raise SystemExit(f"{t['batches']}: {len(batches)} batches, need {steps + 1}")
     tech = Technique(name, t, spec)

@@ -17,7 +17,7 @@ use sweelol_eval::tasks::{load_task, parse_task_name, STUDY_TASKS};
 use sweelol_eval::{evaluate, EvalOptions, Scorer};
 
 use crate::config::{self, TechniqueConfig, TechniqueRun};
-use crate::model_loading::load_model;
+use crate::model_loading::{load_model, LoadedModel};
 use crate::report::peak_rss_mib;
 
 /// The five training techniques, by their config file in configs/.
@@ -177,8 +177,7 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
 }
 
 /// Our eval of the first `docs` docs per task; returns docs/s per task and the results.
-fn bench_eval(docs: usize, scratch: &Path, device: &Device) -> Result<(Map<String, Value>, Value)> {
-    let loaded = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
+fn bench_eval(loaded: &LoadedModel, docs: usize, scratch: &Path) -> Result<(Map<String, Value>, Value)> {
     let scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     let data_root = crate::default_data_root();
     let mut ours = Map::new();
@@ -217,8 +216,7 @@ fn bench_eval(docs: usize, scratch: &Path, device: &Device) -> Result<(Map<Strin
 }
 
 /// Exports the base model as a transformers directory for the PyTorch side.
-fn export_base(dir: &Path, device: &Device) -> Result<()> {
-    let loaded = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
+fn export_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
     sweelol_gemma::save_hf_dir(&loaded.model, &loaded.tokenizer, dir).with_context(|| format!("exporting to {}", dir.display()))?;
     Ok(())
 }
@@ -270,7 +268,9 @@ fn ratio(ours: Option<f64>, torch: Option<f64>) -> Value {
 pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("sweelol-bench-{}", std::process::id()));
     let (mut train, spec_train) = bench_training(opts, &scratch, device)?;
-    let (mut eval, requests) = bench_eval(opts.docs, &scratch, device)?;
+    // One load of the base model serves our eval and the PyTorch side's export.
+    let base = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
+    let (mut eval, requests) = bench_eval(&base, opts.docs, &scratch)?;
     let our_rss = peak_rss_mib();
     let mut report = json!({
         "backend": opts.backend,
@@ -281,7 +281,7 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
 
     if let Some(python) = &opts.compare_torch {
         let model_dir = scratch.join("base-hf");
-        export_base(&model_dir, device)?;
+        export_base(&base, &model_dir)?;
         let requests_path = scratch.join("eval-requests.json");
         std::fs::write(&requests_path, serde_json::to_string(&requests)?)?;
         let spec = json!({
