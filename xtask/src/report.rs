@@ -370,10 +370,9 @@ impl Report {
     }
 }
 
-/// The commit the binary runs from, if `git` can tell.
+/// The commit the binary was built from (`build.rs`), if `git` could tell.
 pub(crate) fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Some(crate::provenance::COMMIT.to_string()).filter(|c| c != "unknown")
 }
 
 /// Everything that produced the table: configs (verbatim), commit, backend, stage times.

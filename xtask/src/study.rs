@@ -15,7 +15,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use sweelol_eval::{evaluate, format_table, EvalOptions, EvalSummary, Scorer};
+use sweelol_eval::{evaluate, format_table, EvalError, EvalOptions, EvalSummary, Identity, Scorer};
+use sweelol_outdir::{DirLock, OutDirError, IDENTITY_FILE, LOCK_FILE};
 
 use crate::config::{self, TechniqueRun};
 use crate::model_loading::load_model;
@@ -33,6 +34,9 @@ pub struct StudyOptions {
     pub seeds: Option<Vec<u64>>,
     /// Overrides the preset's eval limit.
     pub limit: Option<Limit>,
+    /// Discard the run directory's earlier results when they were made under another
+    /// identity (backend, dtype) instead of refusing.
+    pub fresh: bool,
     /// For tests: return after this many stages ran (as if killed at a stage boundary).
     pub stop_after_stages: Option<usize>,
 }
@@ -221,6 +225,49 @@ fn row_run_config(preset: &Preset, run: &RowRun, trained: &Trained) -> Result<(T
     Ok((cfg, id))
 }
 
+/// What a study directory's results depend on beyond each row's own records (which cover
+/// configs, inputs and eval settings): the backend and the dtype.
+fn study_identity(backend: &str) -> Identity {
+    Identity::new().with("backend", backend).with("dtype", crate::provenance::DTYPE)
+}
+
+/// Checks (or records) the run directory's identity; with `fresh`, a directory of another
+/// identity is emptied first (its lock file stays).
+fn claim_run_dir(run_dir: &Path, backend: &str, fresh: bool) -> Result<()> {
+    let others = |dir: &Path| -> Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n != LOCK_FILE && n != IDENTITY_FILE))
+            .collect())
+    };
+    let identity = study_identity(backend);
+    let hint = "rerun with --fresh to discard them, or use another --results directory";
+    if fresh && identity.check(run_dir, !others(run_dir)?.is_empty(), hint).is_err() {
+        eprintln!("{}: discarding results of another backend or dtype (--fresh)", run_dir.display());
+        for p in others(run_dir)? {
+            if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }
+                .with_context(|| format!("removing {}", p.display()))?;
+        }
+        std::fs::remove_file(run_dir.join(IDENTITY_FILE)).ok();
+    }
+    identity.claim(run_dir, !others(run_dir)?.is_empty(), hint)?;
+    Ok(())
+}
+
+/// The eval options of a preset, writing into `out_dir` (the identity is added per row).
+fn eval_options(preset: &Preset, out_dir: PathBuf) -> EvalOptions {
+    EvalOptions {
+        tasks: preset.eval.tasks.clone(),
+        limit: preset.eval.limit.docs(),
+        num_fewshot: preset.eval.num_fewshot,
+        data_root: crate::default_data_root(),
+        out_dir,
+        show_progress: true,
+        identity: Identity::new(),
+        fresh: false,
+    }
+}
+
 /// Runs the study described by `preset_path` into `<results_root>/<name>/` on `device`.
 pub fn run_study(
     preset_path: &Path,
@@ -233,12 +280,15 @@ pub fn run_study(
     if let Some(limit) = opts.limit {
         preset.eval.limit = limit;
     }
+    let to_run = rows_to_run(&preset, opts.only.as_deref())?;
+    // Tasks and data are checked before any training: a typo fails in seconds, not hours.
+    sweelol_eval::load_tasks(&eval_options(&preset, PathBuf::new()))?;
     // Absolute, so every output path recorded in a stage is usable from anywhere.
     let run_dir = std::path::absolute(results_root)?.join(&preset.name);
-    std::fs::create_dir_all(&run_dir)?;
-    let started = Instant::now();
-    let to_run = rows_to_run(&preset, opts.only.as_deref())?;
+    let _lock = DirLock::acquire(&run_dir)?;
+    claim_run_dir(&run_dir, backend, opts.fresh)?;
     let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
+    let started = Instant::now();
     let mut trained = Trained::new();
     let mut results: Vec<RowResult> = Vec::new();
     let mut actions = Vec::new();
@@ -278,7 +328,7 @@ pub fn run_study(
         if !budget_left(&actions) {
             return Ok(StudyOutcome { run_dir, actions, finished: false });
         }
-        let (result, evaluated) = eval_stage(&preset, run, train, trained_now, device)?;
+        let (result, evaluated) = eval_stage(&preset, run, train, trained_now, device, backend)?;
         actions.push((run.key(), if evaluated { Action::Evaluated } else { Action::EvalSkipped }));
         results.push(result);
     }
@@ -344,6 +394,7 @@ fn eval_stage(
     train: Option<StageRecord>,
     trained_now: bool,
     device: &Device,
+    backend: &str,
 ) -> Result<(RowResult, bool)> {
     let (source, adapter) = match &train {
         None => (preset.base_model.clone(), None),
@@ -362,17 +413,17 @@ fn eval_stage(
     let earlier_seconds = previous.as_ref().filter(|_| !stale).map_or(0.0, |p| p.seconds);
     let complete = !stale && previous.is_some() && read_stage::<EvalSummary>(&eval_dir.join("summary.json")).is_some();
     let t0 = Instant::now();
+    let mut opts = eval_options(preset, eval_dir.clone());
+    opts.identity = crate::provenance::model_identity(&source, adapter.as_deref(), backend)?;
+    // The study owns this folder: results of another model or code version are redone, as
+    // a changed row is, rather than refused.
+    if let Err(e @ EvalError::OutDir(OutDirError::Mismatch { .. })) = sweelol_eval::preflight(&opts) {
+        eprintln!("{}: {e}; evaluating again", run.key());
+        opts.fresh = true;
+    }
     let loaded = load_model(&source, adapter.as_deref(), false, device)?;
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     scorer.prefix = loaded.prefix.clone();
-    let opts = EvalOptions {
-        tasks: preset.eval.tasks.clone(),
-        limit: preset.eval.limit.docs(),
-        num_fewshot: preset.eval.num_fewshot,
-        data_root: crate::default_data_root(),
-        out_dir: eval_dir.clone(),
-        show_progress: true,
-    };
     let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", run.key()))?;
     let eval_seconds = earlier_seconds + t0.elapsed().as_secs_f64();
     write_stage(&eval_stage_path, &EvalStage { model: model_id, settings, seconds: eval_seconds })?;

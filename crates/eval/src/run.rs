@@ -1,5 +1,10 @@
 //! Runs tasks, writes `<task>.jsonl` line by line (so a killed run resumes where it
 //! stopped), `summary.json`, and the printed table.
+//!
+//! An output directory is locked while a run writes into it, and records what produced its
+//! lines (`identity.json`: model, adapter and tokenizer hashes, few-shot count, backend,
+//! code version …). Earlier lines are reused only under the same identity, and only when
+//! each is the document the task has at that position.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -8,8 +13,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use sweelol_outdir::{DirLock, Identity, OutDirError, IDENTITY_FILE};
+
 use crate::scoring::{DocResult, Scorer};
-use crate::tasks::{load_task, parse_task_name, STUDY_TASKS};
+use crate::tasks::{load_task, parse_task_name, Task, STUDY_TASKS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -19,6 +26,11 @@ pub enum EvalError {
     Model(#[from] sweelol_gemma::GemmaError),
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
+    #[error(transparent)]
+    OutDir(#[from] OutDirError),
+    /// An option that cannot work (e.g. `limit = 0`), found before any model work.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn file_err(path: &Path, msg: impl ToString) -> EvalError {
@@ -38,6 +50,11 @@ pub struct EvalOptions {
     pub data_root: PathBuf,
     pub out_dir: PathBuf,
     pub show_progress: bool,
+    /// What produces the scores (model, adapter, tokenizer, backend, …); `evaluate` adds
+    /// the few-shot count. Earlier results in `out_dir` are reused only under an equal one.
+    pub identity: Identity,
+    /// Discard earlier results in `out_dir` (whatever produced them) instead of refusing.
+    pub fresh: bool,
 }
 
 impl EvalOptions {
@@ -49,6 +66,8 @@ impl EvalOptions {
             data_root,
             out_dir,
             show_progress: true,
+            identity: Identity::new(),
+            fresh: false,
         }
     }
 }
@@ -92,40 +111,133 @@ pub struct EvalSummary {
     pub docs_per_second: f64,
 }
 
-/// Reads finished lines of an earlier run; a torn last line (killed mid-write) is dropped.
-fn read_done(path: &Path) -> Result<Vec<DocResult>, EvalError> {
-    let Ok(file) = std::fs::File::open(path) else { return Ok(vec![]) };
-    let mut done = Vec::new();
+/// Finished lines of an earlier run (parsed, and as written), and whether a torn last line
+/// (killed mid-write) was dropped.
+fn read_done(path: &Path) -> Result<(Vec<DocResult>, Vec<String>, bool), EvalError> {
+    let Ok(file) = std::fs::File::open(path) else { return Ok((vec![], vec![], false)) };
+    let (mut done, mut raw) = (Vec::new(), Vec::new());
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| file_err(path, e))?;
         match serde_json::from_str::<DocResult>(&line) {
-            Ok(r) => done.push(r),
+            Ok(r) => {
+                done.push(r);
+                raw.push(line);
+            }
             Err(_) => {
                 eprintln!("{}: line {} is incomplete; re-scoring from there", path.display(), i + 1);
-                break;
+                return Ok((done, raw, true));
             }
+        }
+    }
+    Ok((done, raw, false))
+}
+
+/// Checks what `opts` asks for before any model work: limit at least 1, every task name
+/// known and its data readable. Returns the loaded tasks, in order.
+pub fn load_tasks(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
+    if opts.limit == Some(0) {
+        return Err(EvalError::Invalid("limit must be at least 1 document per task".into()));
+    }
+    if opts.tasks.is_empty() {
+        return Err(EvalError::Invalid("no tasks given".into()));
+    }
+    let specs = opts.tasks.iter().map(|n| parse_task_name(n)).collect::<Result<Vec<_>, _>>()?;
+    Ok(specs
+        .iter()
+        .map(|spec| load_task(spec, &opts.data_root, opts.limit, opts.num_fewshot))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The files a run writes into its output directory (what `fresh` removes).
+fn is_result_file(name: &str) -> bool {
+    name.ends_with(".jsonl") || name == "summary.json" || name == IDENTITY_FILE
+}
+
+fn result_files(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(vec![]) };
+    let mut files = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| file_err(dir, e))?;
+        if e.file_name().to_str().is_some_and(is_result_file) {
+            files.push(e.path());
+        }
+    }
+    Ok(files)
+}
+
+/// Earlier results for `task` that this run may reuse: each line must be the document the
+/// task has at its position (same id and gold answer), else the data changed under them.
+fn reusable(path: &Path, task: &Task) -> Result<Vec<DocResult>, EvalError> {
+    let (done, raw, torn) = read_done(path)?;
+    for (i, (r, doc)) in done.iter().zip(&task.docs).enumerate() {
+        if r.doc_id != doc.doc_id || r.gold != doc.gold {
+            return Err(file_err(
+                path,
+                format!(
+                    "line {} holds document {} (gold {}), but the task's document {} is {} (gold {}): the data changed since; rerun with --fresh",
+                    i + 1, r.doc_id, r.gold, i, doc.doc_id, doc.gold
+                ),
+            ));
+        }
+    }
+    if torn {
+        // Rewrite what is kept (all finished lines, also those past this run's limit) as
+        // written: re-serialising parsed floats need not give the same digits back.
+        let mut out = std::fs::File::create(path).map_err(|e| file_err(path, e))?;
+        for line in &raw {
+            writeln!(out, "{line}").map_err(|e| file_err(path, e))?;
         }
     }
     Ok(done)
 }
 
+/// What a refused reuse suggests.
+const FRESH_HINT: &str = "rerun with --fresh to replace them, or choose another output directory";
+
+/// The identity a run of `opts` records: the caller's fields plus the few-shot count.
+fn run_identity(opts: &EvalOptions) -> Identity {
+    opts.identity.clone().with("num_fewshot", opts.num_fewshot)
+}
+
+/// Everything [`evaluate`] checks before it scores, without writing anything: limit, task
+/// names and data, that no other run holds `out_dir`, and that its earlier results (if any)
+/// have this run's identity (unless `fresh`). Call it before loading a model, so bad input
+/// fails in seconds. Returns the loaded tasks.
+pub fn preflight(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
+    let tasks = load_tasks(opts)?;
+    if opts.out_dir.is_dir() {
+        drop(DirLock::acquire(&opts.out_dir)?);
+        if !opts.fresh {
+            let has_results = !result_files(&opts.out_dir)?.is_empty();
+            run_identity(opts).check(&opts.out_dir, has_results, FRESH_HINT)?;
+        }
+    }
+    Ok(tasks)
+}
+
 /// Evaluates every task, resuming finished documents, and writes the outputs.
+///
+/// Fails before scoring anything when a task is unknown, the limit is 0, another run holds
+/// `out_dir`, or `out_dir` holds results of another identity (unless `fresh`). A smaller
+/// limit than before reuses the first documents and leaves the rest of the file alone.
 pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, EvalError> {
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| file_err(&opts.out_dir, e))?;
+    let tasks = load_tasks(opts)?;
+    let _lock = DirLock::acquire(&opts.out_dir)?;
+    if opts.fresh {
+        for f in result_files(&opts.out_dir)? {
+            std::fs::remove_file(&f).map_err(|e| file_err(&f, e))?;
+        }
+    }
+    let has_results = !result_files(&opts.out_dir)?.is_empty();
+    run_identity(opts).claim(&opts.out_dir, has_results, FRESH_HINT)?;
     let start = Instant::now();
     let mut summaries = Vec::new();
     let mut total_docs = 0;
-    for name in &opts.tasks {
-        let spec = parse_task_name(name)?;
-        let task = load_task(&spec, &opts.data_root, opts.limit, opts.num_fewshot)?;
+    for (name, task) in opts.tasks.iter().zip(&tasks) {
         let path = opts.out_dir.join(format!("{name}.jsonl"));
-        let mut results = read_done(&path)?;
+        let mut results = reusable(&path, task)?;
         results.truncate(task.docs.len());
-        // Rewrite what is kept (drops a torn line), then append new results.
-        let mut out = std::fs::File::create(&path).map_err(|e| file_err(&path, e))?;
-        for r in &results {
-            writeln!(out, "{}", serde_json::to_string(r).unwrap()).map_err(|e| file_err(&path, e))?;
-        }
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| file_err(&path, e))?;
         let bar = progress_bar(opts.show_progress, task.docs.len() as u64, name);
         bar.set_position(results.len() as u64);
         let task_start = Instant::now();

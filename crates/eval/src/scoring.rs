@@ -86,7 +86,7 @@ impl<'a> Scorer<'a> {
         let mut ctx_ids: Option<Vec<u32>> = None;
         let mut conts = Vec::with_capacity(continuations.len());
         for c in continuations {
-            let (ctx, cont) = encode_pair(self.tokenizer, context, c)?;
+            let (ctx, cont) = self.encode_pair(context, c)?;
             if cont.is_empty() {
                 return Err(sweelol_gemma::GemmaError::Other(format!(
                     "continuation {c:?} encodes to no tokens after context"
@@ -142,6 +142,14 @@ impl<'a> Scorer<'a> {
         Ok(doc_result(doc, ll, with_norm))
     }
 
+    /// [`encode_pair`] with ids checked against the model's vocabulary.
+    fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let (ctx, cont) = encode_pair(self.tokenizer, context, continuation)?;
+        self.model.check_ids(&ctx)?;
+        self.model.check_ids(&cont)?;
+        Ok((ctx, cont))
+    }
+
     /// Scores several documents, in order. Those whose answers are all one token after a
     /// shared context (MMLU's letters) run in one right-padded forward of their contexts —
     /// more work per operation keeps every core busy, and causal attention means the
@@ -152,7 +160,7 @@ impl<'a> Scorer<'a> {
         let mut batch: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
         for (i, doc) in docs.iter().enumerate() {
             let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..doc.choices.len())
-                .map(|c| encode_pair(self.tokenizer, &doc.context, &doc.continuation(c)))
+                .map(|c| self.encode_pair(&doc.context, &doc.continuation(c)))
                 .collect::<Result<_>>()?;
             let one_token = pairs.iter().all(|(ctx, cont)| cont.len() == 1 && *ctx == pairs[0].0);
             if one_token && !pairs[0].0.is_empty() {

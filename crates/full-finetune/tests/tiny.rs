@@ -44,6 +44,7 @@ fn every_weight_trains_and_the_export_reloads_exactly() {
         resume: false,
         progress: false,
         config_hash: "tiny".into(),
+        config_keys: Default::default(),
         stop_after: None,
         batch_log: None,
     };

@@ -327,6 +327,18 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
+    /// Refuses token ids past the embedding table (a tokenizer's added tokens can lie
+    /// beyond it), naming the first one, instead of letting the lookup panic.
+    pub fn check_ids(&self, ids: &[u32]) -> crate::error::Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            Some(id) => Err(crate::error::GemmaError::Other(format!(
+                "token id {id} is past the model's vocabulary ({} entries); the input holds a special token this model has no embedding for",
+                self.config.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Assembles a model from its parts; see `weights.rs` for loading.
     pub fn from_parts(
         config: GemmaConfig,

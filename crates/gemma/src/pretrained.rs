@@ -33,16 +33,35 @@ pub fn load_pretrained(source: &str, device: &Device) -> Result<Pretrained> {
                 None => GemmaTokenizer::new(gguf.tokenizer()?)
                     .map_err(|msg| GemmaError::Tokenizer { path: path.clone(), msg })?,
             };
+            check_tokenizer_fits(&tokenizer, cfg.vocab_size, tokenizer_json.as_deref().unwrap_or(path))?;
             (Gemma3::from_weights(&cfg, weights, device)?, tokenizer)
         }
     };
     Ok(Pretrained { model, tokenizer, files })
 }
 
+/// Refuses a tokenizer whose vocabulary is larger than the model's embedding table (the
+/// tokenizer of another model): its ids would index past the table. Added special tokens
+/// may lie beyond it (Gemma 3's `<image_soft_token>` is id 262144 of 262144 rows); inputs
+/// that contain one are refused where they are encoded ([`Gemma3::check_ids`]).
+pub fn check_tokenizer_fits(tokenizer: &GemmaTokenizer, vocab_size: usize, tokenizer_path: &Path) -> Result<()> {
+    let base = tokenizer.inner().get_vocab_size(false);
+    if base > vocab_size {
+        return Err(GemmaError::Tokenizer {
+            path: tokenizer_path.to_path_buf(),
+            msg: format!(
+                "its vocabulary has {base} tokens but the model's config has vocab_size = {vocab_size}; the tokenizer and the weights belong to different models"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A transformers-style directory: config.json, tokenizer.json, model safetensors.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Gemma3, GemmaTokenizer)> {
     let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
     let tokenizer = GemmaTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    check_tokenizer_fits(&tokenizer, cfg.vocab_size, &dir.join("tokenizer.json"))?;
     let weights = WeightMap::read_safetensors_dir(dir)?;
     Ok((Gemma3::from_weights(&cfg, weights, device)?, tokenizer))
 }

@@ -1,8 +1,9 @@
 //! Checkpoints that resume mid-epoch.
 //!
 //! `checkpoints/step-00000012/` holds `trainable.safetensors` (the trainable parameters by
-//! path), `optimizer.safetensors` (AdamW moments) and `state.json` (step, data position, RNG,
-//! config hash, Adam step counts). A checkpoint is written into a hidden temporary directory
+//! path), `optimizer.safetensors` (AdamW moments), `state.json` (step, data position, RNG,
+//! config hash and keys, Adam step counts) and `checksums.json` (SHA-256 of the other three,
+//! verified before a resume reads them: a file damaged in place is caught, not trained on). A checkpoint is written into a hidden temporary directory
 //! and renamed into place, then `checkpoints/latest` is replaced the same way, so a run killed
 //! at any moment leaves the previous checkpoint intact and never a half-written one.
 
@@ -18,6 +19,9 @@ const TRAINABLE: &str = "trainable.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE: &str = "state.json";
 const LATEST: &str = "latest";
+const CHECKSUMS: &str = "checksums.json";
+/// The files `checksums.json` covers.
+const CHECKED: [&str; 3] = [TRAINABLE, OPTIMIZER, STATE];
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +37,9 @@ pub struct TrainState {
     /// (seed, step) is the complete RNG state.
     pub seed: u64,
     pub config_hash: String,
+    /// What `config_hash` covers, key by key (empty in checkpoints of older versions).
+    #[serde(default)]
+    pub config_keys: BTreeMap<String, String>,
     /// Adam's per-parameter step counts.
     pub adam_steps: BTreeMap<String, u64>,
     /// Last training loss, for the record.
@@ -68,6 +75,12 @@ pub fn save(
     optimizer.write_safetensors(&tmp.join(OPTIMIZER))?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp.join(STATE), e))?;
+    let mut sums = BTreeMap::new();
+    for name in CHECKED {
+        sums.insert(name.to_string(), checksum(&tmp.join(name))?);
+    }
+    let sums_json = serde_json::to_string_pretty(&sums).expect("checksums serialise");
+    std::fs::write(tmp.join(CHECKSUMS), sums_json).map_err(|e| io(&tmp.join(CHECKSUMS), e))?;
 
     let dir = root.join(&name);
     if dir.exists() {
@@ -112,8 +125,71 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
-/// Reads a checkpoint directory.
+/// Checkpoints to try on resume, best first: the one `latest` names, then the others
+/// newest first (so a damaged newest one can fall back to its predecessor).
+pub fn candidates(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = list(root)?;
+    dirs.reverse();
+    let pointer = root.join(LATEST);
+    if let Ok(name) = std::fs::read_to_string(&pointer) {
+        let named = root.join(name.trim());
+        if let Some(i) = dirs.iter().position(|d| *d == named) {
+            let d = dirs.remove(i);
+            dirs.insert(0, d);
+        }
+    }
+    Ok(dirs)
+}
+
+/// Renames a bad checkpoint to `bad-step-…` beside it (kept for inspection, no longer
+/// listed). Returns the new path.
+pub fn move_aside(dir: &Path) -> Result<PathBuf> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let aside = dir.with_file_name(format!("bad-{name}"));
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))?;
+    }
+    std::fs::rename(dir, &aside).map_err(|e| TrainError::io(dir, e))?;
+    Ok(aside)
+}
+
+fn checksum(path: &Path) -> Result<String> {
+    sweelol_outdir::sha256_file(path).map_err(|e| TrainError::checkpoint(path, e.to_string()))
+}
+
+/// Compares every file with `checksums.json`; names the first file that differs. A
+/// checkpoint of an older version (no `checksums.json`) passes with a warning.
+pub fn verify(dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKSUMS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("warning: {} has no {CHECKSUMS} (older version); its files are not verified", dir.display());
+            return Ok(());
+        }
+        Err(e) => return Err(TrainError::io(&path, e)),
+    };
+    let sums: BTreeMap<String, String> =
+        serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&path, format!("not a checksum list: {e}")))?;
+    for name in CHECKED {
+        let file = dir.join(name);
+        let Some(expected) = sums.get(name) else {
+            return Err(TrainError::checkpoint(&path, format!("no checksum for {name}")));
+        };
+        if !file.is_file() {
+            return Err(TrainError::checkpoint(&file, "missing"));
+        }
+        let actual = checksum(&file)?;
+        if &actual != expected {
+            return Err(TrainError::checkpoint(&file, format!("checksum mismatch (sha256 {actual}, recorded {expected})")));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint directory after verifying its checksums.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
+    verify(dir)?;
     let state_path = dir.join(STATE);
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
     let state: TrainState =

@@ -6,6 +6,7 @@
 //! by the command line (xtask), which knows every technique. This crate knows none of
 //! them. Every struct denies unknown keys, and errors name the file, key and line.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -331,6 +332,49 @@ pub fn resolve_source(base: &Path, source: &str) -> String {
 pub fn run_hash(cfg: &RunConfig, technique: &str, settings: &impl Serialize) -> String {
     let settings = serde_json::to_string(settings).expect("settings serialise");
     hex_sha256(format!("{}|{technique}|{settings}", cfg.hash()).as_bytes())
+}
+
+/// The settings [`run_hash`] covers, flattened to `section.key = value` (values as JSON), so
+/// a refused resume can say which keys differ rather than only that two hashes do.
+pub fn run_keys(cfg: &RunConfig, technique: &str, settings: &impl Serialize) -> BTreeMap<String, String> {
+    let mut v = serde_json::to_value(cfg).expect("config serialises");
+    let obj = v.as_object_mut().expect("object");
+    obj.remove("output");
+    if let Some(train) = obj.get_mut("train").and_then(|t| t.as_object_mut()) {
+        for k in CADENCE_KEYS {
+            train.remove(k);
+        }
+    }
+    obj.insert(technique.to_string(), serde_json::to_value(settings).expect("settings serialise"));
+    let mut keys = BTreeMap::new();
+    flatten("", &v, &mut keys);
+    keys
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Keys whose values differ between two [`run_keys`] maps, as `key: was A, now B`.
+pub fn key_differences(recorded: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = recorded.keys().chain(now.keys()).collect();
+    keys.into_iter()
+        .filter(|k| recorded.get(*k) != now.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.map_or_else(|| "(absent)".to_string(), |v| v.clone());
+            format!("{k}: was {}, now {}", show(recorded.get(k)), show(now.get(k)))
+        })
+        .collect()
 }
 
 /// Hash of a [`TrainSection`] alone, for runs assembled in code rather than from a file.

@@ -32,6 +32,9 @@ pub enum TrainError {
     /// A checkpoint is missing files, belongs to another config, or does not fit the model.
     #[error("checkpoint {}: {msg}", .path.display())]
     Checkpoint { path: PathBuf, msg: String },
+    /// The output directory is locked by another run.
+    #[error(transparent)]
+    OutDir(#[from] sweelol_outdir::OutDirError),
     #[error(transparent)]
     Model(#[from] sweelol_gemma::GemmaError),
     #[error(transparent)]

@@ -9,7 +9,9 @@ use burn::tensor::Device;
 use serde::Serialize;
 use sweelol_gemma::{load_pretrained, Gemma3, GemmaTokenizer};
 
-use crate::config::{run_hash, RunConfig};
+use std::collections::BTreeMap;
+
+use crate::config::{run_hash, run_keys, RunConfig};
 use crate::data::{load_dolly, Dataset};
 use crate::error::Result;
 use crate::model::TrainableModel;
@@ -56,12 +58,14 @@ pub fn artifact_dir(cfg: &RunConfig, default_name: &str) -> PathBuf {
 pub struct RunIdentity {
     pub technique: &'static str,
     pub hash: String,
+    /// What the hash covers, key by key (see [`run_keys`]).
+    pub keys: BTreeMap<String, String>,
 }
 
 impl RunIdentity {
     /// The identity of `cfg` trained by `technique` with `settings`.
     pub fn new(cfg: &RunConfig, technique: &'static str, settings: &impl Serialize) -> Self {
-        RunIdentity { technique, hash: run_hash(cfg, technique, settings) }
+        RunIdentity { technique, hash: run_hash(cfg, technique, settings), keys: run_keys(cfg, technique, settings) }
     }
 }
 
@@ -134,7 +138,7 @@ where
     } else {
         Some(evaluate(&model, &data.eval, cfg.train.batch_size, cfg.train.loss_chunk_rows)?.0)
     };
-    let outcome = train(model, data, &TrainOptions::from_config(cfg, &id.hash))?;
+    let outcome = train(model, data, &TrainOptions::from_config(cfg, &id.hash).with_keys(id.keys.clone()))?;
     save(&outcome.model, dir)?;
     Ok(RunReport {
         technique: id.technique.to_string(),

@@ -31,6 +31,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Identifies the config; a checkpoint only resumes under the same hash.
     pub config_hash: String,
+    /// What `config_hash` covers, key by key, so a refused resume names the keys that
+    /// differ (empty: only the hashes are compared and shown).
+    pub config_keys: BTreeMap<String, String>,
     /// Return after this many completed steps without a final checkpoint or evaluation, as if
     /// the process had been killed (for resume tests).
     pub stop_after: Option<usize>,
@@ -39,6 +42,12 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// These options with the keys behind `config_hash` (see [`crate::config::run_keys`]).
+    pub fn with_keys(mut self, keys: BTreeMap<String, String>) -> Self {
+        self.config_keys = keys;
+        self
+    }
+
     /// The options `cfg` gives a run whose identity is `config_hash` (see
     /// [`crate::config::run_hash`]).
     pub fn from_config(cfg: &RunConfig, config_hash: &str) -> Self {
@@ -48,6 +57,7 @@ impl TrainOptions {
             resume: cfg.output.resume,
             progress: cfg.output.progress,
             config_hash: config_hash.to_string(),
+            config_keys: BTreeMap::new(),
             stop_after: None,
             batch_log: cfg.output.batch_log.clone(),
         }
@@ -191,6 +201,8 @@ struct Run<'a> {
     eval_loss: Option<f64>,
     last_eval_step: Option<usize>,
     interrupted: bool,
+    /// One run per output directory (released when the run ends).
+    _lock: sweelol_outdir::DirLock,
 }
 
 impl<'a> Run<'a> {
@@ -206,6 +218,7 @@ impl<'a> Run<'a> {
             min_lr_ratio: t.min_lr_ratio,
         };
         std::fs::create_dir_all(&opts.output_dir).map_err(|e| TrainError::io(&opts.output_dir, e))?;
+        let lock = sweelol_outdir::DirLock::acquire(&opts.output_dir)?;
         Ok(Run {
             opt,
             data,
@@ -224,37 +237,75 @@ impl<'a> Run<'a> {
             eval_loss: None,
             last_eval_step: None,
             interrupted: false,
+            _lock: lock,
         })
     }
 
-    /// Loads the newest checkpoint when there is one and resuming is allowed.
+    /// Loads the newest good checkpoint when there is one and resuming is allowed. A newest
+    /// checkpoint that fails its checksums (or cannot be read) is moved aside with a warning
+    /// and the previous one is used; when none is usable the error says how to start over.
     fn resume<M: TrainableModel>(&mut self, model: M) -> Result<M> {
-        let Some(dir) = checkpoint::latest(&self.ckpt_root)? else { return Ok(model) };
+        let candidates = checkpoint::candidates(&self.ckpt_root)?;
+        let Some(newest) = candidates.first() else { return Ok(model) };
         if !self.opts.resume {
             return Err(TrainError::checkpoint(
-                &dir,
+                newest,
                 "output dir already holds checkpoints; set resume = true or pick another dir",
             ));
         }
-        let ck = checkpoint::load(&dir)?;
-        if ck.state.config_hash != self.opts.config_hash {
-            return Err(TrainError::checkpoint(
-                &dir,
-                format!(
-                    "was written by a different config (hash {} vs {}); use another output dir or remove it",
-                    ck.state.config_hash, self.opts.config_hash
-                ),
-            ));
+        let mut bad: Vec<(PathBuf, String)> = Vec::new();
+        for dir in &candidates {
+            match checkpoint::load(dir) {
+                Ok(ck) => {
+                    self.check_same_config(&ck)?;
+                    for (old, why) in &bad {
+                        let aside = checkpoint::move_aside(old)?;
+                        eprintln!(
+                            "warning: checkpoint {} is bad ({why}); moved to {} and resuming from {}",
+                            old.display(),
+                            aside.display(),
+                            dir.display()
+                        );
+                    }
+                    let device = model.lm().device();
+                    let model = model.load_trainable_state(&ck.trainable).map_err(|m| TrainError::checkpoint(dir, m))?;
+                    self.opt
+                        .import_state(ck.optimizer, &ck.state.adam_steps, &device)
+                        .map_err(|m| TrainError::checkpoint(dir, m))?;
+                    self.step = ck.state.step;
+                    self.resumed_from = Some(dir.clone());
+                    self.last_checkpoint = Some(dir.clone());
+                    return Ok(model);
+                }
+                Err(e) => bad.push((dir.clone(), e.to_string())),
+            }
         }
-        let device = model.lm().device();
-        let model = model.load_trainable_state(&ck.trainable).map_err(|m| TrainError::checkpoint(&dir, m))?;
-        self.opt
-            .import_state(ck.optimizer, &ck.state.adam_steps, &device)
-            .map_err(|m| TrainError::checkpoint(&dir, m))?;
-        self.step = ck.state.step;
-        self.resumed_from = Some(dir.clone());
-        self.last_checkpoint = Some(dir);
-        Ok(model)
+        let reasons: Vec<String> = bad.iter().map(|(_, why)| why.clone()).collect();
+        Err(TrainError::checkpoint(
+            &self.ckpt_root,
+            format!(
+                "no usable checkpoint ({}); to start this run from step 0, remove them: rm -r '{}'",
+                reasons.join("; "),
+                self.ckpt_root.display()
+            ),
+        ))
+    }
+
+    /// Refuses a checkpoint written under another config, naming the keys that differ.
+    fn check_same_config(&self, ck: &checkpoint::Checkpoint) -> Result<()> {
+        if ck.state.config_hash == self.opts.config_hash {
+            return Ok(());
+        }
+        let differences = crate::config::key_differences(&ck.state.config_keys, &self.opts.config_keys);
+        let what = if ck.state.config_keys.is_empty() || self.opts.config_keys.is_empty() || differences.is_empty() {
+            format!("hash {} vs {}", ck.state.config_hash, self.opts.config_hash)
+        } else {
+            differences.join("; ")
+        };
+        Err(TrainError::checkpoint(
+            &ck.dir,
+            format!("was written by a different config ({what}); use another output dir or remove it"),
+        ))
     }
 
     /// Opens metrics.jsonl (cut back to the resumed step) and the progress bar.
@@ -409,6 +460,7 @@ impl<'a> Run<'a> {
             next_micro_batch: next,
             seed: t.seed,
             config_hash: self.opts.config_hash.clone(),
+            config_keys: self.opts.config_keys.clone(),
             adam_steps,
             last_loss: self.last_loss.unwrap_or(f64::NAN),
         };

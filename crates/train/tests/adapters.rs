@@ -54,7 +54,7 @@ fn adapted(device: &Device) -> Adapted {
 
 fn options(train: TrainSection, dir: &Path) -> TrainOptions {
     let config_hash = train_section_hash(&train, "adapters");
-    TrainOptions { train, output_dir: dir.to_path_buf(), resume: true, progress: false, config_hash, stop_after: None, batch_log: None }
+    TrainOptions { train, output_dir: dir.to_path_buf(), resume: true, progress: false, config_hash, config_keys: Default::default(), stop_after: None, batch_log: None }
 }
 
 fn weights<M: Module>(m: &M) -> BTreeMap<String, HostTensor> {

@@ -196,3 +196,40 @@ fn seeds_train_each_training_row_once_per_seed() {
     assert!(t["rows"][2]["tasks"]["hellaswag"]["seed_sd"].is_number());
     assert!(t["rows"][1]["tasks"]["hellaswag"]["seed_sd"].is_null());
 }
+
+#[test]
+fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = tiny_study(dir.path(), "[[rows]]\nname = \"Baseline\"\n");
+    let text = std::fs::read_to_string(&preset).unwrap().replace(
+        "tasks = [\"mmlu_abstract_algebra\", \"mmlu_formal_logic\", \"hellaswag\"]",
+        "tasks = [\"mmlu_abstract_algebra\"]",
+    );
+    std::fs::write(&preset, &text).unwrap();
+    let results = dir.path().join("results");
+    let first = run(&preset, &results, &StudyOptions::default());
+    let eval_dir = first.run_dir.join("baseline/eval");
+    assert_eq!(Identity::read(&eval_dir).unwrap().unwrap().get("num_fewshot"), Some("0"));
+
+    // Another backend's results are not mixed with this one's.
+    let err = run_study(&preset, &StudyOptions::default(), &Device::flex(), "tch", &results).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("backend: was `flex`, now `tch`") && msg.contains("--fresh"), "{msg}");
+
+    // A preset that now asks for 1-shot re-scores: the table never shows 0-shot numbers as 1-shot.
+    std::fs::write(&preset, text.replace("limit = 3", "limit = 3\nnum_fewshot = 1")).unwrap();
+    let one_shot = run(&preset, &results, &StudyOptions::default());
+    assert_eq!(rows_that(&one_shot, Action::Evaluated), ["Baseline"]);
+    assert_eq!(Identity::read(&eval_dir).unwrap().unwrap().get("num_fewshot"), Some("1"));
+
+    let fresh = StudyOptions { fresh: true, ..StudyOptions::default() };
+    let redone = run_study(&preset, &fresh, &Device::flex(), "tch", &results).unwrap();
+    assert_eq!(rows_that(&redone, Action::Evaluated), ["Baseline"]);
+    assert_eq!(Identity::read(&redone.run_dir).unwrap().unwrap().get("backend"), Some("tch"));
+
+    // A preset naming an unknown task fails before any work, naming it.
+    std::fs::write(&preset, text.replace("mmlu_abstract_algebra", "mmlu_nosuch")).unwrap();
+    let msg = format!("{:#}", run_study(&preset, &StudyOptions::default(), &Device::flex(), "flex", &dir.path().join("r2")).unwrap_err());
+    assert!(msg.contains("mmlu_nosuch"), "{msg}");
+    assert!(!dir.path().join("r2").exists(), "nothing was created");
+}

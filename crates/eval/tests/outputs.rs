@@ -1,0 +1,167 @@
+//! An eval output directory never mixes runs: identity checked before reuse, one writer at
+//! a time, a smaller limit reuses a prefix without deleting the rest, torn lines re-scored,
+//! and bad requests refused before any scoring. Tiny model with Gemma 3's real vocabulary.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use sweelol_eval::{evaluate, preflight, EvalOptions, Identity, Scorer};
+use sweelol_gemma::{load_pretrained, Pretrained};
+use sweelol_train::testing;
+
+const TASK: &str = "mmlu_abstract_algebra";
+
+fn model() -> &'static Pretrained {
+    static MODEL: OnceLock<(tempfile::TempDir, Pretrained)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = testing::tiny_real_vocab_model(&dir.path().join("m")).unwrap();
+            let pre = load_pretrained(path.to_str().unwrap(), &Device::flex()).unwrap();
+            (dir, pre)
+        })
+        .1
+}
+
+fn options(out: &Path, limit: usize, identity: &str) -> EvalOptions {
+    let mut o = EvalOptions::study(testing::shared_dir().join("data"), out.to_path_buf());
+    o.tasks = vec![TASK.to_string()];
+    o.limit = Some(limit);
+    o.show_progress = false;
+    o.identity = Identity::new().with("weights_sha256", "w").with("adapter_sha256", identity);
+    o
+}
+
+fn run(opts: &EvalOptions) -> Result<sweelol_eval::EvalSummary, String> {
+    let pre = model();
+    evaluate(&Scorer::new(&pre.model, &pre.tokenizer), opts).map_err(|e| e.to_string())
+}
+
+fn lines(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join(format!("{TASK}.jsonl"))).unwrap().lines().map(String::from).collect()
+}
+
+#[test]
+fn results_of_another_identity_or_fewshot_are_refused_and_fresh_replaces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(&options(&out, 2, "none")).unwrap();
+    let before = lines(&out);
+
+    let msg = run(&options(&out, 2, "lora-1")).unwrap_err();
+    assert!(msg.contains("adapter_sha256: was `none`, now `lora-1`") && msg.contains("--fresh"), "{msg}");
+    let mut five = options(&out, 2, "none");
+    five.num_fewshot = 5;
+    let msg = run(&five).unwrap_err();
+    assert!(msg.contains("num_fewshot: was `0`, now `5`"), "{msg}");
+    let msg = preflight(&five).unwrap_err().to_string();
+    assert!(msg.contains("num_fewshot"), "preflight refuses too: {msg}");
+    assert_eq!(lines(&out), before, "refused runs leave the results alone");
+
+    five.fresh = true;
+    let s = run(&five).unwrap();
+    assert_eq!(s.num_fewshot, 5);
+    let recorded = Identity::read(&out).unwrap().unwrap();
+    assert_eq!(recorded.get("num_fewshot"), Some("5"));
+    assert_ne!(lines(&out), before, "5-shot log-likelihoods replaced the 0-shot ones");
+}
+
+#[test]
+fn a_smaller_limit_reuses_a_prefix_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(&options(&out, 4, "none")).unwrap();
+    let four = lines(&out);
+    assert_eq!(four.len(), 4);
+    // Mark document 0's stored result: if it is reused (not re-scored) the summary shows it.
+    let mut first: serde_json::Value = serde_json::from_str(&four[0]).unwrap();
+    let flipped = 1.0 - first["acc"].as_f64().unwrap();
+    first["acc"] = flipped.into();
+    let mut edited = four.clone();
+    edited[0] = first.to_string();
+    std::fs::write(out.join(format!("{TASK}.jsonl")), edited.join("\n") + "\n").unwrap();
+
+    let two = run(&options(&out, 2, "none")).unwrap();
+    assert_eq!(two.tasks[0].n, 2);
+    let second: serde_json::Value = serde_json::from_str(&four[1]).unwrap();
+    let expected = (flipped + second["acc"].as_f64().unwrap()) / 2.0;
+    assert_eq!(two.tasks[0].acc.value, expected, "the first two lines were reused");
+    assert_eq!(lines(&out), edited, "lines past the limit are kept");
+}
+
+#[test]
+fn a_torn_last_line_is_rescored_and_finished_lines_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(&options(&out, 3, "none")).unwrap();
+    let whole = lines(&out);
+    let torn = format!("{}\n{}\n{}", whole[0], whole[1], &whole[2][..whole[2].len() / 2]);
+    std::fs::write(out.join(format!("{TASK}.jsonl")), torn).unwrap();
+    run(&options(&out, 3, "none")).unwrap();
+    assert_eq!(lines(&out), whole);
+}
+
+#[test]
+fn lines_of_other_documents_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(&options(&out, 2, "none")).unwrap();
+    let mut l = lines(&out);
+    let mut v: serde_json::Value = serde_json::from_str(&l[1]).unwrap();
+    v["doc_id"] = 57.into();
+    l[1] = v.to_string();
+    std::fs::write(out.join(format!("{TASK}.jsonl")), l.join("\n") + "\n").unwrap();
+    let msg = run(&options(&out, 2, "none")).unwrap_err();
+    assert!(msg.contains("line 2 holds document 57") && msg.contains("data changed"), "{msg}");
+}
+
+#[test]
+fn a_second_run_on_a_locked_directory_fails_at_once_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _held = sweelol_outdir::DirLock::acquire(&out).unwrap();
+    let pid = std::process::id().to_string();
+    let msg = preflight(&options(&out, 2, "none")).unwrap_err().to_string();
+    assert!(msg.contains("in use by another sweelol run") && msg.contains(&pid), "{msg}");
+    let msg = run(&options(&out, 2, "none")).unwrap_err();
+    assert!(msg.contains(&pid), "{msg}");
+    assert!(!out.join(format!("{TASK}.jsonl")).exists(), "nothing written");
+}
+
+#[test]
+fn unknown_tasks_and_a_zero_limit_fail_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut o = options(&out, 2, "none");
+    o.tasks = vec![TASK.to_string(), "mmlu_nosuch".to_string()];
+    let msg = preflight(&o).unwrap_err().to_string();
+    assert!(msg.contains("mmlu_nosuch") && msg.contains("not one of the 57 MMLU subjects"), "{msg}");
+    let msg = run(&o).unwrap_err();
+    assert!(msg.contains("mmlu_nosuch"), "{msg}");
+    assert!(!out.exists(), "the earlier task was not scored");
+    let msg = preflight(&options(&out, 0, "none")).unwrap_err().to_string();
+    assert!(msg.contains("limit must be at least 1"), "{msg}");
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_model_vocabulary_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture: PathBuf = testing::tiny_fixture_dir();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let tok = sweelol_gemma::GemmaTokenizer::from_file(&testing::tokenizer_path()).unwrap();
+    tok.inner().save(dir.path().join("tokenizer.json"), false).unwrap();
+    let err = load_pretrained(dir.path().to_str().unwrap(), &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("vocab_size ="), "{err}");
+    assert!(err.contains("262144 tokens"), "{err}");
+
+    // Added tokens past the table (the real vocabulary's <image_soft_token>) are refused
+    // where they are used, not by a panic.
+    let m = &model().model;
+    let vocab = m.config.vocab_size as u32;
+    assert!(m.check_ids(&[0, vocab - 1]).is_ok());
+    let msg = m.check_ids(&[2, vocab]).unwrap_err().to_string();
+    assert!(msg.contains(&format!("token id {vocab}")), "{msg}");
+}
