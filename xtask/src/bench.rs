@@ -136,6 +136,7 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
     for name in plan(&opts.only)? {
         let mut cfg = config::load(&root.join("configs").join(format!("{name}.toml")))
             .with_context(|| format!("configs/{name}.toml"))?;
+        cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
         let dir = scratch.join(name);
         bench_sized(&mut cfg, opts.steps, &dir);
         let mut torch = torch_settings(&cfg, &dir.join("batches.jsonl"));
@@ -179,7 +180,8 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
 /// Our eval of the first `docs` docs per task; returns docs/s per task and the results.
 fn bench_eval(loaded: &LoadedModel, docs: usize, scratch: &Path) -> Result<(Map<String, Value>, Value)> {
     let scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
-    let data_root = crate::default_data_root();
+    let tasks: Vec<String> = STUDY_TASKS.iter().map(|t| t.to_string()).collect();
+    let data_root = crate::data_fetch::eval_data_root(&crate::default_data_root(), &tasks, 0)?;
     let mut ours = Map::new();
     let mut requests = Map::new();
     for task in STUDY_TASKS {

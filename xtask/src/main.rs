@@ -13,6 +13,7 @@ use sweelol_gemma::{ChatMessage, GemmaTokenizer};
 
 mod bench;
 mod config;
+mod data_fetch;
 mod findings;
 mod model_loading;
 mod preset;
@@ -200,7 +201,8 @@ fn repo_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("SWEELOL_ROOT").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let built = manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), PathBuf::from);
     if built.join("configs").is_dir() {
         built
     } else {
@@ -233,7 +235,10 @@ pub(crate) fn default_data_root() -> PathBuf {
     std::env::var_os("SWEELOL_DATA")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+        .unwrap_or_else(|| {
+            let root = std::path::absolute(repo_root()).unwrap_or_else(|_| repo_root());
+            root.parent().map_or_else(|| root.join("../shared/data"), |up| up.join("shared/data"))
+        })
 }
 
 fn main() -> Result<()> {
@@ -284,6 +289,8 @@ fn main() -> Result<()> {
             opts.limit = Some(limit);
             opts.num_fewshot = num_fewshot;
             opts.fresh = fresh;
+            sweelol_eval::check_request(&opts)?;
+            opts.data_root = data_fetch::eval_data_root(&opts.data_root, &opts.tasks, opts.num_fewshot)?;
             // Everything that can be wrong with the request fails here, before the model loads.
             if let Some(dir) = &adapter {
                 model_loading::check_adapter(dir)?;

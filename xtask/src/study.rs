@@ -255,12 +255,12 @@ fn claim_run_dir(run_dir: &Path, backend: &str, fresh: bool) -> Result<()> {
 }
 
 /// The eval options of a preset, writing into `out_dir` (the identity is added per row).
-fn eval_options(preset: &Preset, out_dir: PathBuf) -> EvalOptions {
+fn eval_options(preset: &Preset, data_root: &Path, out_dir: PathBuf) -> EvalOptions {
     EvalOptions {
         tasks: preset.eval.tasks.clone(),
         limit: preset.eval.limit.docs(),
         num_fewshot: preset.eval.num_fewshot,
-        data_root: crate::default_data_root(),
+        data_root: data_root.to_path_buf(),
         out_dir,
         show_progress: true,
         identity: Identity::new(),
@@ -281,8 +281,12 @@ pub fn run_study(
         preset.eval.limit = limit;
     }
     let to_run = rows_to_run(&preset, opts.only.as_deref())?;
-    // Tasks and data are checked before any training: a typo fails in seconds, not hours.
-    sweelol_eval::load_tasks(&eval_options(&preset, PathBuf::new()))?;
+    // Tasks and data are found and checked before any training: a typo or a missing file
+    // fails in seconds, not hours.
+    sweelol_eval::check_request(&eval_options(&preset, Path::new(""), PathBuf::new()))?;
+    let data_root =
+        crate::data_fetch::eval_data_root(&crate::default_data_root(), &preset.eval.tasks, preset.eval.num_fewshot)?;
+    sweelol_eval::load_tasks(&eval_options(&preset, &data_root, PathBuf::new()))?;
     // Absolute, so every output path recorded in a stage is usable from anywhere.
     let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     let _lock = DirLock::acquire(&run_dir)?;
@@ -328,7 +332,7 @@ pub fn run_study(
         if !budget_left(&actions) {
             return Ok(StudyOutcome { run_dir, actions, finished: false });
         }
-        let (result, evaluated) = eval_stage(&preset, run, train, trained_now, device, backend)?;
+        let (result, evaluated) = eval_stage(&preset, run, train, trained_now, device, backend, &data_root)?;
         actions.push((run.key(), if evaluated { Action::Evaluated } else { Action::EvalSkipped }));
         results.push(result);
     }
@@ -362,6 +366,9 @@ fn train_stage(preset: &Preset, run: &RowRun, trained: &Trained, device: &Device
         }
     }
     let t0 = Instant::now();
+    // After the row's hash is taken: where Dolly was found is not part of its identity.
+    let mut cfg = cfg;
+    cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
     let out = crate::train::run_technique(&cfg, device)?;
     let rec = StageRecord {
         hash,
@@ -395,6 +402,7 @@ fn eval_stage(
     trained_now: bool,
     device: &Device,
     backend: &str,
+    data_root: &Path,
 ) -> Result<(RowResult, bool)> {
     let (source, adapter) = match &train {
         None => (preset.base_model.clone(), None),
@@ -413,7 +421,7 @@ fn eval_stage(
     let earlier_seconds = previous.as_ref().filter(|_| !stale).map_or(0.0, |p| p.seconds);
     let complete = !stale && previous.is_some() && read_stage::<EvalSummary>(&eval_dir.join("summary.json")).is_some();
     let t0 = Instant::now();
-    let mut opts = eval_options(preset, eval_dir.clone());
+    let mut opts = eval_options(preset, data_root, eval_dir.clone());
     opts.identity = crate::provenance::model_identity(&source, adapter.as_deref(), backend)?;
     // The study owns this folder: results of another model or code version are redone, as
     // a changed row is, rather than refused.

@@ -45,7 +45,8 @@ pub fn run_technique(cfg: &TechniqueRun, device: &Device) -> anyhow::Result<Trai
 /// Reads the TOML at `config_path`, runs its technique on `device`, and prints where the
 /// outputs went.
 pub fn run_train(config_path: &Path, device: &Device) -> anyhow::Result<()> {
-    let cfg = config::load(config_path)?;
+    let mut cfg = config::load(config_path)?;
+    cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
     let out = run_technique(&cfg, device)?;
     println!("{}", serde_json::to_string_pretty(&out.details)?);
     match &out.adapter {

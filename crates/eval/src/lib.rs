@@ -6,6 +6,6 @@ pub mod run;
 pub mod scoring;
 pub mod tasks;
 
-pub use run::{evaluate, format_table, load_tasks, preflight, EvalError, EvalOptions, EvalSummary, Metric, TaskSummary};
+pub use run::{evaluate, format_table, check_request, load_tasks, preflight, EvalError, EvalOptions, EvalSummary, Metric, TaskSummary};
 pub use sweelol_outdir::Identity;
 pub use scoring::{DocResult, Scorer};

@@ -132,15 +132,25 @@ fn read_done(path: &Path) -> Result<(Vec<DocResult>, Vec<String>, bool), EvalErr
     Ok((done, raw, false))
 }
 
-/// Checks what `opts` asks for before any model work: limit at least 1, every task name
-/// known and its data readable. Returns the loaded tasks, in order.
-pub fn load_tasks(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
+/// Checks the request itself, reading nothing: limit at least 1, at least one task, every
+/// task name known.
+pub fn check_request(opts: &EvalOptions) -> Result<(), EvalError> {
     if opts.limit == Some(0) {
         return Err(EvalError::Invalid("limit must be at least 1 document per task".into()));
     }
     if opts.tasks.is_empty() {
         return Err(EvalError::Invalid("no tasks given".into()));
     }
+    for name in &opts.tasks {
+        parse_task_name(name)?;
+    }
+    Ok(())
+}
+
+/// Checks what `opts` asks for before any model work: [`check_request`], then every
+/// task's data readable. Returns the loaded tasks, in order.
+pub fn load_tasks(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
+    check_request(opts)?;
     let specs = opts.tasks.iter().map(|n| parse_task_name(n)).collect::<Result<Vec<_>, _>>()?;
     Ok(specs
         .iter()

@@ -1,195 +1,103 @@
-//! Downloads of Hugging Face hub repositories (config, tokenizer, safetensors weights).
+//! Hugging Face hub models (config, tokenizer, safetensors weights), kept in the standard hub
+//! cache ([`crate::hub_cache`]), so a model Python already downloaded is used as is.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use crate::{
-    check_safetensors_dir, lock_file, progress_bar, shards_of_index, unique_suffix, ModelFiles,
-    Options, SourceError,
-};
+use crate::hub_cache::{HubRepo, RepoKind};
+use crate::{check_safetensors_dir, shards_of_index, ModelFiles, Options, SourceError};
 
-/// The public hub; `$HF_ENDPOINT` (or [`Options::hf_endpoint`]) points elsewhere, e.g. a mirror.
-pub(crate) const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+pub(crate) use crate::hub_cache::{parse_repo, Fetcher, DEFAULT_ENDPOINT};
 
-/// Splits `ORG/NAME` if it looks like a hub repository id: two non-empty parts of ASCII
-/// letters, digits, `.`, `_`, `-`, neither starting with `.` (so it can never be `..`).
-pub(crate) fn parse_repo(repo: &str) -> Option<(&str, &str)> {
-    let (org, name) = repo.split_once('/')?;
-    let ok = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    };
-    (ok(org) && ok(name)).then_some((org, name))
-}
-
-/// Resolves hub repository `org/name`: served from `cache/hub/ORG--NAME` when complete,
-/// otherwise downloaded there first.
+/// Resolves hub model `org/name` at `main`: the cached snapshot `refs/main` names when it is
+/// complete (no network), else downloaded into the cache first; with [`Options::hf_offline`]
+/// a missing file is an error naming it and the cache.
 pub(crate) fn resolve(
     source: &str,
     org: &str,
     name: &str,
     opts: &Options,
 ) -> Result<ModelFiles, SourceError> {
-    let hub_dir = opts.cache_dir.join("hub");
-    let dir = hub_dir.join(format!("{org}--{name}"));
-    if check_safetensors_dir(source, &dir).is_ok() {
-        return Ok(ModelFiles::Safetensors { dir });
+    let repo = HubRepo {
+        kind: RepoKind::Model,
+        org: org.to_owned(),
+        name: name.to_owned(),
+        revision: "main".to_owned(),
+    };
+    let cached = repo
+        .cached_commit(&opts.hf_hub_cache)
+        .map(|commit| repo.dir(&opts.hf_hub_cache).join("snapshots").join(commit));
+    if let Some(dir) = &cached {
+        if check_safetensors_dir(source, dir).is_ok() {
+            return Ok(ModelFiles::Safetensors { dir: dir.clone() });
+        }
     }
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SourceError::io(source, "create directory", &dir, e))?;
-    let _lock = lock_file(source, &hub_dir.join(format!("{org}--{name}.lock")))?;
-    // Another process may have completed the download while we waited for the lock.
-    if check_safetensors_dir(source, &dir).is_ok() {
-        return Ok(ModelFiles::Safetensors { dir });
+    if opts.hf_offline {
+        return Err(offline_error(source, &repo, cached, opts));
     }
 
-    let client = Client::new(source, org, name, opts);
-    client.get("config.json", &dir, true)?;
+    let mut client = Fetcher::new(source, repo.clone(), opts);
+    let config = client
+        .fetch("config.json", true)?
+        .ok_or_else(|| SourceError::invalid(source, "the hub has no config.json"))?;
     // Some repositories ship only the slow (sentencepiece) tokenizer; that is not our problem here.
-    client.get("tokenizer.json", &dir, false)?;
-    if client.get("model.safetensors.index.json", &dir, false)? {
-        for shard in shards_of_index(source, &dir.join("model.safetensors.index.json"))? {
-            client.get(&shard, &dir, true)?;
+    client.fetch("tokenizer.json", false)?;
+    if let Some(index) = client.fetch("model.safetensors.index.json", false)? {
+        for shard in shards_of_index(source, &index)? {
+            client.fetch(&shard, true)?;
         }
     } else {
-        client.get("model.safetensors", &dir, true)?;
+        client.fetch("model.safetensors", true)?;
     }
+    let dir = config
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| SourceError::invalid(source, "snapshot path has no parent"))?;
     check_safetensors_dir(source, &dir)?;
     Ok(ModelFiles::Safetensors { dir })
 }
 
-struct Client<'a> {
-    source: &'a str,
-    base: String,
-    token: Option<&'a str>,
-    agent: ureq::Agent,
-    opts: &'a Options,
-}
-
-impl<'a> Client<'a> {
-    fn new(source: &'a str, org: &str, name: &str, opts: &'a Options) -> Client<'a> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            // Statuses are handled below so that 401/404 get specific messages.
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Client {
-            source,
-            base: format!(
-                "{}/{org}/{name}/resolve/main",
-                opts.hf_endpoint.trim_end_matches('/')
+/// The offline failure: which files the cache lacks and where it looked.
+fn offline_error(
+    source: &str,
+    repo: &HubRepo,
+    snapshot: Option<PathBuf>,
+    opts: &Options,
+) -> SourceError {
+    let repo_dir = repo.dir(&opts.hf_hub_cache);
+    let (missing, place) = match &snapshot {
+        None => (
+            vec!["config.json".to_owned(), "model.safetensors".to_owned()],
+            format!(
+                "{} (no snapshot: {} does not exist)",
+                repo_dir.display(),
+                repo_dir.join("refs").join(&repo.revision).display()
             ),
-            token: opts.hf_token.as_deref(),
-            agent,
-            opts,
-        }
-    }
-
-    /// Downloads `file` into `dir` unless already there. Returns whether the file now exists;
-    /// a 404 is an error only if `required`.
-    fn get(&self, file: &str, dir: &Path, required: bool) -> Result<bool, SourceError> {
-        let dest = dir.join(file);
-        if dest.is_file() {
-            return Ok(true);
-        }
-        let url = format!("{}/{file}", self.base);
-        let fail = |reason: String| SourceError::Download {
-            name: self.source.to_owned(),
-            url: url.clone(),
-            reason,
-        };
-        let mut request = self.agent.get(&url);
-        if let Some(token) = self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let response = request.call().map_err(|e| {
-            fail(format!(
-                "{e} (is the hub reachable? set HF_ENDPOINT for a mirror)"
-            ))
-        })?;
-        match response.status().as_u16() {
-            200 => {}
-            404 if !required => return Ok(false),
-            401 | 403 => {
-                return Err(fail(format!(
-                    "HTTP {}: the repository is gated or private; accept its license on the hub and set HF_TOKEN{}",
-                    response.status(),
-                    if self.token.is_some() { " (the HF_TOKEN given was refused)" } else { "" }
-                )))
+        ),
+        Some(dir) => {
+            let mut missing: Vec<String> = Vec::new();
+            if !dir.join("config.json").is_file() {
+                missing.push("config.json".into());
             }
-            _ => return Err(fail(format!("HTTP {}", response.status()))),
-        }
-        let total = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-
-        // Stream into a temporary sibling and rename, so an interrupted download is never
-        // mistaken for a complete file.
-        let tmp = dir.join(format!(".{file}.part-{}", unique_suffix()));
-        let result = (|| -> Result<u64, SourceError> {
-            let mut out =
-                File::create(&tmp).map_err(|e| SourceError::io(self.source, "create", &tmp, e))?;
-            let bar = progress_bar(self.opts, total, file.to_owned());
-            let mut reader = response.into_body().into_reader();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut written = 0u64;
-            loop {
-                let n = reader
-                    .read(&mut buf)
-                    .map_err(|e| fail(format!("reading the body: {e}")))?;
-                if n == 0 {
-                    break;
+            let index = dir.join("model.safetensors.index.json");
+            match index.is_file().then(|| shards_of_index(source, &index)) {
+                Some(Ok(shards)) => {
+                    missing.extend(shards.into_iter().filter(|s| !dir.join(s).is_file()))
                 }
-                out.write_all(&buf[..n])
-                    .map_err(|e| SourceError::io(self.source, "write", &tmp, e))?;
-                written += n as u64;
-                bar.inc(n as u64);
+                Some(Err(e)) => missing.push(format!("model.safetensors.index.json ({e})")),
+                None if !dir.join("model.safetensors").is_file() => {
+                    missing.push("model.safetensors".into())
+                }
+                None => {}
             }
-            bar.finish_and_clear();
-            out.sync_all()
-                .map_err(|e| SourceError::io(self.source, "sync", &tmp, e))?;
-            Ok(written)
-        })();
-        let written = match result {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        if let Some(total) = total.filter(|&t| t != written) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail(format!(
-                "got {written} bytes, the server announced {total}"
-            )));
+            (missing, dir.display().to_string())
         }
-        std::fs::rename(&tmp, &dest)
-            .map_err(|e| SourceError::io(self.source, "rename into place", &dest, e))?;
-        Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_repo;
-
-    #[test]
-    fn repo_ids() {
-        assert_eq!(
-            parse_repo("google/gemma-3-270m"),
-            Some(("google", "gemma-3-270m"))
-        );
-        assert_eq!(parse_repo("a_b/c.d"), Some(("a_b", "c.d")));
-        for bad in ["gemma", "/abs", "a/", "../x", "a/..", "a/b/c", "a b/c", ""] {
-            assert_eq!(parse_repo(bad), None, "{bad}");
-        }
+    };
+    SourceError::Unavailable {
+        name: source.to_owned(),
+        reason: format!(
+            "HF_HUB_OFFLINE is set and the hub cache lacks {} of {} in {place}; download it once with network access (or unset HF_HUB_OFFLINE)",
+            missing.join(", "),
+            repo.id()
+        ),
     }
 }

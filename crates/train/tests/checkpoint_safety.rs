@@ -108,7 +108,7 @@ fn no_usable_checkpoint_fails_with_the_recovery_command_and_writes_nothing() {
     let opts = killed_run(dir.path());
     damage(&step_dir(dir.path(), 4).join("optimizer.safetensors"));
     damage(&step_dir(dir.path(), 2).join("trainable.safetensors"));
-    let err = train(load_tiny(&Device::flex().autodiff()), &data(), &opts).err().expect("must refuse");
+    let err = train(load_tiny(&Device::flex().autodiff()), &data(), &opts).expect_err("must refuse");
     let msg = err.to_string();
     assert!(msg.contains("no usable checkpoint"), "{msg}");
     assert!(msg.contains("optimizer.safetensors") && msg.contains("trainable.safetensors"), "{msg}");
@@ -124,7 +124,7 @@ fn a_changed_config_is_refused_naming_the_key() {
     opts.train.lr = 1e-3;
     opts.config_hash = train_section_hash(&opts.train, "tiny");
     opts.config_keys.insert("train.lr".to_string(), opts.train.lr.to_string());
-    let msg = train(load_tiny(&Device::flex().autodiff()), &data(), &opts).err().expect("must refuse").to_string();
+    let msg = train(load_tiny(&Device::flex().autodiff()), &data(), &opts).expect_err("must refuse").to_string();
     assert!(msg.contains("train.lr: was 0.002, now 0.001"), "{msg}");
 }
 
@@ -133,8 +133,7 @@ fn a_second_run_on_a_locked_directory_fails_at_once_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
     let _held = sweelol_outdir::DirLock::acquire(dir.path()).unwrap();
     let msg = train(load_tiny(&Device::flex().autodiff()), &data(), &options(section(), dir.path()))
-        .err()
-        .expect("must refuse")
+        .expect_err("must refuse")
         .to_string();
     assert!(msg.contains("in use by another sweelol run") && msg.contains(&std::process::id().to_string()), "{msg}");
     assert!(!dir.path().join("metrics.jsonl").exists(), "nothing written");

@@ -1,0 +1,80 @@
+//! Makes sure the datasets a command reads are there before it runs: the data root when it has
+//! them, else the Hugging Face hub copies that data/manifest.json names, read from or fetched
+//! into the standard hub cache (`sweelol_sources::datasets`). `HF_HUB_OFFLINE`, `HF_HUB_CACHE`,
+//! `HF_HOME`, `HF_ENDPOINT` and `HF_TOKEN` apply as for Python.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sweelol_sources::{DataManifest, DataNeeds, Options};
+
+/// The repository's manifest, built in so a binary run away from the checkout still knows
+/// what to fetch and how to check it.
+const MANIFEST: &str = include_str!("../../data/manifest.json");
+
+fn manifest() -> Result<DataManifest> {
+    DataManifest::parse(MANIFEST, "data/manifest.json (built into xtask)").map_err(Into::into)
+}
+
+/// What evaluating `tasks` reads: `hellaswag`, and for each `mmlu_<subject>` its test split,
+/// plus dev when `num_fewshot > 0`. Other names are left to the eval's own task check.
+pub(crate) fn eval_needs(tasks: &[String], num_fewshot: usize) -> DataNeeds {
+    let mut needs = DataNeeds {
+        hellaswag: tasks.iter().any(|t| t == "hellaswag"),
+        mmlu_splits: vec!["test".into()],
+        ..DataNeeds::default()
+    };
+    if num_fewshot > 0 {
+        needs.mmlu_splits.push("dev".into());
+    }
+    for subject in tasks.iter().filter_map(|t| t.strip_prefix("mmlu_")) {
+        if !needs.mmlu_subjects.iter().any(|s| s == subject) {
+            needs.mmlu_subjects.push(subject.to_owned());
+        }
+    }
+    needs
+}
+
+/// The data root to give the eval loaders for `tasks`: `data_root` itself when it has their
+/// data, else a folder of links to it and to the fetched files. Prints where each dataset
+/// came from.
+pub(crate) fn eval_data_root(data_root: &Path, tasks: &[String], num_fewshot: usize) -> Result<PathBuf> {
+    let needs = eval_needs(tasks, num_fewshot);
+    let prepared = sweelol_sources::prepare_data(data_root, &needs, &manifest()?, &Options::from_env())
+        .with_context(|| format!("finding the eval data (data root {})", data_root.display()))?;
+    Ok(prepared.root)
+}
+
+/// The Dolly file to train on: the config's `[data] path` if it exists, else the upstream
+/// JSON Lines file from the hub cache (fetched there if needed).
+pub(crate) fn dolly_path(configured: &Path) -> Result<PathBuf> {
+    sweelol_sources::dolly_file(configured, &manifest()?, &Options::from_env())
+        .context("finding the Dolly training data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn needs_follow_the_task_names() {
+        let tasks: Vec<String> = ["mmlu_formal_logic", "hellaswag", "mmlu_formal_logic", "mmlu_anatomy", "arc_easy"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let zero = eval_needs(&tasks, 0);
+        assert!(zero.hellaswag && !zero.dolly);
+        assert_eq!(zero.mmlu_subjects, ["formal_logic", "anatomy"]);
+        assert_eq!(zero.mmlu_splits, ["test"]);
+        assert_eq!(eval_needs(&tasks, 5).mmlu_splits, ["test", "dev"]);
+        assert!(!eval_needs(&["mmlu_anatomy".to_string()], 0).hellaswag);
+    }
+
+    #[test]
+    fn built_in_manifest_parses() {
+        let m = manifest().unwrap();
+        for name in ["dolly", "mmlu", "hellaswag"] {
+            assert!(m.hub_copy(name).is_some(), "{name}");
+        }
+    }
+}
