@@ -38,6 +38,12 @@ pub struct BenchOptions {
     /// Device string for the PyTorch side (`cpu`, `cuda`).
     pub torch_device: String,
     pub backend: String,
+    /// The base model every technique starts from and the eval scores.
+    pub model: String,
+    pub batch_size: usize,
+    pub max_len: usize,
+    /// `[train] pad_to_multiple`; above 1 also fills short micro-batches and buckets eval.
+    pub pad_to_multiple: usize,
 }
 
 /// Timed steps of a metrics.jsonl: real tokens / seconds over the steps after the first
@@ -46,6 +52,10 @@ pub struct BenchOptions {
 /// same schedule).
 struct Steps {
     tokens_per_s: f64,
+    /// The untimed first step (on a JIT backend: mostly kernel compilation and tuning).
+    warmup_step_s: f64,
+    /// Distinct micro-batch shapes over all steps.
+    distinct_shapes: f64,
     losses: Vec<f64>,
     lrs: Vec<f64>,
     phases: Value,
@@ -72,18 +82,31 @@ fn steady_steps(metrics: &Path) -> Result<Steps> {
         let mean = steps.iter().map(|s| s.get("phases").map_or(0.0, |p| num(p, key))).sum::<f64>() / steps.len() as f64;
         phases.insert(key.to_string(), json!(mean));
     }
-    Ok(Steps { tokens_per_s: tokens / secs, losses, lrs, phases: Value::Object(phases) })
+    Ok(Steps {
+        tokens_per_s: tokens / secs,
+        warmup_step_s: all.first().map_or(0.0, |s| num(s, "step_s")),
+        distinct_shapes: all.iter().map(|s| num(s, "new_shapes")).sum(),
+        losses,
+        lrs,
+        phases: Value::Object(phases),
+    })
 }
 
 /// Batch 4 × up to 256 (real Dolly rows, response-only loss), no eval or checkpoints in
 /// the timing; the batches go to `batches.jsonl` beside the metrics.
-fn bench_sized(cfg: &mut TechniqueRun, steps: usize, dir: &Path) {
+fn bench_sized(cfg: &mut TechniqueRun, opts: &BenchOptions, dir: &Path) {
     crate::train::redirect_outputs(cfg, dir);
+    let steps = opts.steps;
     let run = &mut cfg.run;
-    run.data.n_train = 4 * (steps + 1);
+    if opts.model != sweelol_sources::GEMMA3_270M_GGUF {
+        run.model.source = opts.model.clone();
+    }
+    run.data.n_train = opts.batch_size * (steps + 1);
     run.data.n_eval = 0;
-    run.data.max_len = 256;
-    run.train.batch_size = 4;
+    run.data.max_len = opts.max_len;
+    run.train.batch_size = opts.batch_size;
+    run.train.pad_to_multiple = opts.pad_to_multiple;
+    run.train.fixed_batch = opts.pad_to_multiple > 1;
     run.train.grad_accum = 1;
     run.train.max_steps = Some(steps + 1);
     run.train.eval_every = 0;
@@ -138,7 +161,7 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
             .with_context(|| format!("configs/{name}.toml"))?;
         cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
         let dir = scratch.join(name);
-        bench_sized(&mut cfg, opts.steps, &dir);
+        bench_sized(&mut cfg, opts, &dir);
         let mut torch = torch_settings(&cfg, &dir.join("batches.jsonl"));
         if let TechniqueConfig::Distill(_) = cfg.technique {
             // The KD bench distils the (barely trained) full fine-tune into the pruned
@@ -168,7 +191,8 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
         ours.insert(
             name.to_string(),
             json!({"tokens_per_s": steps.tokens_per_s, "steps_timed": opts.steps, "losses": steps.losses,
-                   "batch": [4, 256], "phases": steps.phases,
+                   "batch": [opts.batch_size, opts.max_len], "phases": steps.phases,
+                   "warmup_step_s": steps.warmup_step_s, "distinct_shapes": steps.distinct_shapes,
                    "trainable_params": result.details.get("trainable_params"),
                    "run_seconds_incl_load": t0.elapsed().as_secs_f64()}),
         );
@@ -178,12 +202,14 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
 }
 
 /// Our eval of the first `docs` docs per task; returns docs/s per task and the results.
-fn bench_eval(loaded: &LoadedModel, docs: usize, scratch: &Path) -> Result<(Map<String, Value>, Value)> {
-    let scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
+fn bench_eval(loaded: &LoadedModel, docs: usize, shapes: &sweelol_gemma::ShapeBuckets, scratch: &Path) -> Result<(Map<String, Value>, Value)> {
+    let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
+    scorer.shapes = shapes.clone();
     let tasks: Vec<String> = STUDY_TASKS.iter().map(|t| t.to_string()).collect();
     let data_root = crate::data_fetch::eval_data_root(&crate::default_data_root(), &tasks, 0)?;
     let mut ours = Map::new();
     let mut requests = Map::new();
+    let mut shapes_before = 0;
     for task in STUDY_TASKS {
         let out_dir = scratch.join("eval");
         std::fs::remove_file(out_dir.join(format!("{task}.jsonl"))).ok();
@@ -204,7 +230,12 @@ fn bench_eval(loaded: &LoadedModel, docs: usize, scratch: &Path) -> Result<(Map<
             .lines()
             .map(serde_json::from_str)
             .collect::<std::result::Result<_, _>>()?;
-        ours.insert(task.to_string(), json!({"docs": t.n, "docs_per_s": t.n as f64 / t.seconds, "results": results}));
+        let shapes_now = scorer.shape_log.count();
+        ours.insert(
+            task.to_string(),
+            json!({"docs": t.n, "docs_per_s": t.n as f64 / t.seconds, "new_shapes": shapes_now - shapes_before, "results": results}),
+        );
+        shapes_before = shapes_now;
         let spec = parse_task_name(task)?;
         let loaded_task = load_task(&spec, &data_root, Some(docs), 0)?;
         let mut doc_requests = Vec::new();
@@ -274,14 +305,22 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("sweelol-bench-{}", std::process::id()));
     let (mut train, spec_train) = bench_training(opts, &scratch, device)?;
     // One load of the base model serves our eval and the PyTorch side's export.
-    let base = load_model(sweelol_sources::GEMMA3_270M_GGUF, None, false, device)?;
-    let (mut eval, requests) = bench_eval(&base, opts.docs, &scratch)?;
+    let base = load_model(&opts.model, None, false, device)?;
+    let shapes = if opts.pad_to_multiple > 1 {
+        sweelol_gemma::ShapeBuckets { multiple: opts.pad_to_multiple, rows: 4 }
+    } else {
+        sweelol_gemma::ShapeBuckets::EXACT
+    };
+    let (mut eval, requests) = bench_eval(&base, opts.docs, &shapes, &scratch)?;
     let our_rss = peak_rss_mib();
     let mut report = json!({
         "backend": opts.backend,
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "versions": {"sweelol": env!("CARGO_PKG_VERSION"), "commit": crate::report::git_commit(), "burn": "0.22.1"},
         "peak_rss_mib": our_rss,
+        "model": opts.model,
+        "batch": [opts.batch_size, opts.max_len],
+        "pad_to_multiple": opts.pad_to_multiple,
     });
 
     if let Some(python) = &opts.compare_torch {

@@ -12,6 +12,7 @@ use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
 use sweelol_gemma::{ChatMessage, GemmaTokenizer};
 
 mod bench;
+mod check;
 mod config;
 mod data_fetch;
 mod findings;
@@ -149,6 +150,34 @@ enum Command {
         /// The PyTorch side's device (cpu or cuda).
         #[arg(long, default_value = "cpu")]
         torch_device: String,
+        /// The base model every technique starts from (and the eval scores).
+        #[arg(long, default_value = DEFAULT_MODEL, help = MODEL_HELP)]
+        model: String,
+        /// Rows per micro-batch.
+        #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+        batch_size: usize,
+        /// Tokens per training row at most (Dolly rows are truncated to it).
+        #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+        max_len: usize,
+        /// Pad every micro-batch's length to a multiple of this and fill short batches
+        /// (1 = exact shapes; 64 suits JIT backends such as wgpu).
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+        pad_to_multiple: usize,
+    },
+    /// Is this backend right here? The tiny model's logits vs transformers, and a model's
+    /// first documents per study task vs lm-eval (run first on a new, e.g. GPU, machine).
+    Check {
+        #[arg(long, default_value = DEFAULT_MODEL, help = MODEL_HELP)]
+        model: String,
+        /// Documents per task compared with the lm-eval fixture (it holds 20).
+        #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+        docs: usize,
+        /// The reference fixtures folder (default: ../shared/fixtures beside the checkout).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// Where the JSON report goes.
+        #[arg(long, default_value = "results/check.json")]
+        out: PathBuf,
     },
     /// Write a model as a transformers directory (config.json, model.safetensors, tokenizer.json).
     Export {
@@ -312,9 +341,27 @@ fn main() -> Result<()> {
             let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
             eprintln!("{}", outcome.summary());
         }
-        Command::Bench { out, steps, docs, only, compare_torch, torch_device } => {
-            let opts = bench::BenchOptions { out, steps, docs, only, compare_torch, torch_device, backend: cli.backend.to_string() };
+        Command::Bench { out, steps, docs, only, compare_torch, torch_device, model, batch_size, max_len, pad_to_multiple } => {
+            let opts = bench::BenchOptions {
+                out,
+                steps,
+                docs,
+                only,
+                compare_torch,
+                torch_device,
+                backend: cli.backend.to_string(),
+                model,
+                batch_size,
+                max_len,
+                pad_to_multiple,
+            };
             bench::run_bench(&opts, &device)?
+        }
+        Command::Check { model, docs, fixtures, out } => {
+            let data = default_data_root();
+            let fixtures = fixtures.unwrap_or_else(|| data.parent().map_or_else(|| PathBuf::from("../shared/fixtures"), |s| s.join("fixtures")));
+            let opts = check::CheckOptions { fixtures, model, docs, data_root: data, out };
+            check::run_check(&opts, &device, &cli.backend.to_string())?
         }
         Command::Export { model, adapter, out } => {
             let pre = load_model(&model, adapter.as_deref(), true, &device)?;

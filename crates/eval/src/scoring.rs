@@ -14,7 +14,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use sweelol_gemma::{Gemma3, GemmaTokenizer, Result};
+use sweelol_gemma::{Gemma3, GemmaTokenizer, Result, ShapeBuckets, ShapeLog};
 
 use crate::tasks::McDoc;
 
@@ -65,11 +65,21 @@ pub struct Scorer<'a> {
     pub tokenizer: &'a GemmaTokenizer,
     /// `[n_virtual, hidden]` in the scaled embedding space.
     pub prefix: Option<Tensor<2>>,
+    /// Forward shapes. [`ShapeBuckets::EXACT`] (the default) scores shared contexts once
+    /// through the KV cache; any other bucketing scores every document as whole padded
+    /// sequences (lm-eval's own way), so a JIT backend sees only a few shapes.
+    pub shapes: ShapeBuckets,
+    /// The `[rows, seq_len]` shapes of every forward so far.
+    pub shape_log: ShapeLog,
 }
 
 impl<'a> Scorer<'a> {
     pub fn new(model: &'a Gemma3, tokenizer: &'a GemmaTokenizer) -> Self {
-        Scorer { model, tokenizer, prefix: None }
+        Scorer { model, tokenizer, prefix: None, shapes: ShapeBuckets::EXACT, shape_log: ShapeLog::default() }
+    }
+
+    fn fixed_shapes(&self) -> bool {
+        self.shapes != ShapeBuckets::EXACT
     }
 
     fn embed(&self, ids: &[u32], with_prefix: bool) -> Tensor<3> {
@@ -99,6 +109,7 @@ impl<'a> Scorer<'a> {
 
         // 1. The shared context, once: its last position predicts every first token.
         let mut cache = model.new_cache();
+        self.shape_log.record(1, ctx_ids.len());
         let hidden = model.hidden_states(self.embed(&ctx_ids, true), Some(&mut cache));
         let last = hidden.dims()[1] - 1;
         let first_rows = log_softmax(model.logits_at(hidden, &[last]), 1);
@@ -124,6 +135,7 @@ impl<'a> Scorer<'a> {
                 }
             }
             let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [longer.len(), width]), &device);
+            self.shape_log.record(longer.len(), width);
             let mut batch_cache = cache.repeat_batch(longer.len());
             let hidden = model.hidden_states(model.embed(tokens), Some(&mut batch_cache));
             let logp = log_softmax(model.logits_at(hidden, &rows), 1);
@@ -166,6 +178,14 @@ impl<'a> Scorer<'a> {
             if one_token && !pairs[0].0.is_empty() {
                 let ids = pairs.iter().map(|(_, cont)| cont[0]).collect();
                 batch.push((i, pairs[0].0.clone(), ids));
+            } else if self.fixed_shapes() {
+                if pairs.iter().any(|(_, cont)| cont.is_empty()) {
+                    return Err(sweelol_gemma::GemmaError::Other(format!(
+                        "a continuation of document {} encodes to no tokens after its context",
+                        doc.doc_id
+                    )));
+                }
+                results[i] = Some(doc_result(doc, self.full_sequences(&pairs), with_norm));
             } else {
                 results[i] = Some(self.score_doc(doc, with_norm)?);
             }
@@ -175,7 +195,11 @@ impl<'a> Scorer<'a> {
         batch.sort_by_key(|(_, ctx, _)| ctx.len());
         let mut rest = &batch[..];
         while !rest.is_empty() {
-            let take = (1..=rest.len()).take_while(|&k| k == 1 || k * rest[k - 1].1.len() <= BATCH_TOKEN_BUDGET).last().unwrap_or(1);
+            let most = if self.shapes.rows > 0 { self.shapes.rows } else { rest.len() };
+            let take = (1..=rest.len().min(most))
+                .take_while(|&k| k == 1 || k * rest[k - 1].1.len() <= BATCH_TOKEN_BUDGET)
+                .last()
+                .unwrap_or(1);
             for (i, ll) in self.one_token_batch(&rest[..take]) {
                 results[i] = Some(doc_result(&docs[i], ll, with_norm));
             }
@@ -188,13 +212,17 @@ impl<'a> Scorer<'a> {
     fn one_token_batch(&self, batch: &[(usize, Vec<u32>, Vec<u32>)]) -> Vec<(usize, Vec<f64>)> {
         let model = self.model;
         let device = model.device();
-        let width = batch.iter().map(|(_, ctx, _)| ctx.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(batch.len() * width);
+        let width = self.shapes.seq_len(batch.iter().map(|(_, ctx, _)| ctx.len()).max().unwrap_or(0));
+        let rows = self.shapes.batch_rows(batch.len());
+        let pad = self.tokenizer.pad_id as i64;
+        let mut ids = Vec::with_capacity(rows * width);
         for (_, ctx, _) in batch {
             ids.extend(ctx.iter().map(|&x| x as i64));
-            ids.extend(std::iter::repeat_n(self.tokenizer.pad_id as i64, width - ctx.len()));
+            ids.extend(std::iter::repeat_n(pad, width - ctx.len()));
         }
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch.len(), width]), &device);
+        ids.resize(rows * width, pad); // whole pad rows up to the fixed row count
+        self.shape_log.record(rows, width);
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), &device);
         let hidden = model.hidden_states(model.embed_with_prefix(self.prefix.as_ref(), tokens), None);
         let total = hidden.dims()[1];
         let offset = total - width; // virtual tokens, if any, come first
@@ -208,6 +236,51 @@ impl<'a> Scorer<'a> {
         }
         let mut lls = gather_rows(logp, &rows, &picked).into_iter();
         batch.iter().map(|(i, _, answers)| (*i, lls.by_ref().take(answers.len()).collect())).collect()
+    }
+}
+
+impl Scorer<'_> {
+    /// Summed log-likelihood of each `(context, continuation)` pair, each scored as one
+    /// right-padded sequence `context + continuation[..n-1]` (no KV cache): the forward
+    /// shapes are the buckets'. Pairs go `shapes.rows` to a forward (all at once if 0).
+    fn full_sequences(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<f64> {
+        let per_forward = if self.shapes.rows > 0 { self.shapes.rows } else { pairs.len().max(1) };
+        pairs.chunks(per_forward).flat_map(|chunk| self.full_sequence_forward(chunk)).collect()
+    }
+
+    fn full_sequence_forward(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<f64> {
+        let model = self.model;
+        let inputs: Vec<Vec<u32>> =
+            pairs.iter().map(|(ctx, cont)| ctx.iter().chain(&cont[..cont.len() - 1]).copied().collect()).collect();
+        let width = self.shapes.seq_len(inputs.iter().map(Vec::len).max().unwrap_or(1));
+        let rows = self.shapes.batch_rows(pairs.len());
+        let pad = self.tokenizer.pad_id as i64;
+        let mut ids = Vec::with_capacity(rows * width);
+        for input in &inputs {
+            ids.extend(input.iter().map(|&x| x as i64));
+            ids.extend(std::iter::repeat_n(pad, width - input.len()));
+        }
+        ids.resize(rows * width, pad);
+        self.shape_log.record(rows, width);
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), &model.device());
+        let hidden = model.hidden_states(model.embed_with_prefix(self.prefix.as_ref(), tokens), None);
+        let total = hidden.dims()[1];
+        let offset = total - width; // virtual tokens, if any, come first
+        let (mut positions, mut targets, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+        for (b, (ctx, cont)) in pairs.iter().enumerate() {
+            for (k, &id) in cont.iter().enumerate() {
+                positions.push(b * total + offset + ctx.len() - 1 + k);
+                targets.push(id);
+                owners.push(b);
+            }
+        }
+        let logp = log_softmax(model.logits_at(hidden, &positions), 1);
+        let picked = gather_rows(logp, &(0..positions.len()).collect::<Vec<_>>(), &targets);
+        let mut sums = vec![0.0; pairs.len()];
+        for (owner, lp) in owners.into_iter().zip(picked) {
+            sums[owner] += lp;
+        }
+        sums
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`tokenizer`]: tokenizer.json or GGUF vocabulary, chat template.
 //! - [`generate`]: greedy / temperature / top-p decoding.
 //! - [`pretrained`]: load a model + tokenizer from any source name.
+//! - [`shapes`]: fixed forward shapes for backends that compile kernels per shape.
 
 pub mod config;
 pub mod error;
@@ -14,12 +15,14 @@ pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod pretrained;
+pub mod shapes;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::{GemmaConfig, LayerType};
 pub use error::{GemmaError, Result};
 pub use pretrained::{load_pretrained, save_hf_dir, Pretrained};
+pub use shapes::{ShapeBuckets, ShapeLog};
 pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
 pub use tokenizer::{ChatMessage, GemmaTokenizer};
 pub use weights::{HostTensor, WeightMap};

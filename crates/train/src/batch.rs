@@ -2,7 +2,8 @@
 //! flat position of the hidden state that predicts it.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sweelol_dolly::Batch;
+use sweelol_dolly::{Batch, PAD_ID};
+use sweelol_gemma::ShapeBuckets;
 
 /// The tokens a batch is scored on.
 ///
@@ -64,6 +65,27 @@ impl TokenBatch {
     pub fn input_tensor(&self, device: &Device) -> Tensor<2, Int> {
         let ids: Vec<i64> = self.input_ids.iter().map(|&x| x as i64).collect();
         Tensor::from_data(TensorData::new(ids, [self.batch_size, self.seq_len]), device)
+    }
+
+    /// This batch right-padded to `shapes`: sequence length rounded up, whole pad rows
+    /// added; target positions move with their rows, so the loss is unchanged.
+    pub fn padded(self, shapes: &ShapeBuckets) -> TokenBatch {
+        let (t, rows) = (shapes.seq_len(self.seq_len), shapes.batch_rows(self.batch_size));
+        if (t, rows) == (self.seq_len, self.batch_size) {
+            return self;
+        }
+        let mut ids = vec![PAD_ID; rows * t];
+        for (b, row) in self.input_ids.chunks(self.seq_len.max(1)).enumerate().take(self.batch_size) {
+            ids[b * t..b * t + row.len()].copy_from_slice(row);
+        }
+        let positions = self.targets.positions.iter().map(|&p| (p / self.seq_len) * t + p % self.seq_len).collect();
+        TokenBatch {
+            batch_size: rows,
+            seq_len: t,
+            input_ids: ids,
+            targets: Targets { positions, ids: self.targets.ids },
+            num_tokens: self.num_tokens,
+        }
     }
 
     pub fn max_token_id(&self) -> u32 {

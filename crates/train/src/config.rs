@@ -133,6 +133,15 @@ pub struct TrainSection {
     /// Rows of the LM head evaluated at once by the chunked loss.
     #[serde(default = "default_chunk_rows")]
     pub loss_chunk_rows: usize,
+    /// Every micro-batch's sequence length is rounded up to a multiple of this (1 = exact
+    /// lengths, best on a CPU). For backends that compile kernels per shape (wgpu, CUDA);
+    /// the padding never changes a loss (see `sweelol_gemma::shapes`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub pad_to_multiple: usize,
+    /// Pad a short micro-batch (an epoch's last) with empty rows to `batch_size`, so every
+    /// step has the same number of rows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fixed_batch: bool,
 }
 
 fn default_betas() -> [f64; 2] {
@@ -146,6 +155,12 @@ fn one() -> usize {
 }
 fn default_clip() -> f64 {
     1.0
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 fn default_keep() -> usize {
     2
@@ -175,6 +190,16 @@ impl TrainSection {
             checkpoint_every: 0,
             keep_checkpoints: default_keep(),
             loss_chunk_rows: default_chunk_rows(),
+            pad_to_multiple: 1,
+            fixed_batch: false,
+        }
+    }
+
+    /// The forward shapes `pad_to_multiple` and `fixed_batch` ask for.
+    pub fn shapes(&self) -> sweelol_gemma::ShapeBuckets {
+        sweelol_gemma::ShapeBuckets {
+            multiple: self.pad_to_multiple,
+            rows: if self.fixed_batch { self.batch_size } else { 0 },
         }
     }
 
@@ -191,6 +216,7 @@ impl TrainSection {
         check(self.clip_norm >= 0.0, "clip_norm must be >= 0 (0 disables clipping)")?;
         check(self.keep_checkpoints > 0, "keep_checkpoints must be at least 1")?;
         check(self.loss_chunk_rows > 0, "loss_chunk_rows must be positive")?;
+        check(self.pad_to_multiple > 0, "pad_to_multiple must be at least 1 (1 = exact lengths)")?;
         check(self.max_steps.map_or(self.epochs > 0, |s| s > 0), "epochs (or max_steps) must be positive")?;
         Ok(())
     }

@@ -31,6 +31,9 @@ pub struct StepRecord {
     pub elapsed_s: f64,
     /// Where this step's time went.
     pub phases: crate::profile::PhaseTimes,
+    /// Micro-batch shapes `[rows, seq_len]` this step used for the first time in this
+    /// process (each costs a JIT backend a compilation).
+    pub new_shapes: usize,
 }
 
 /// One held-out evaluation.

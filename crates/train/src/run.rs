@@ -91,6 +91,10 @@ pub struct RunReport {
     pub eval_examples: usize,
     /// Wall-clock seconds of this call (evaluation, training, saving).
     pub seconds: f64,
+    /// Distinct micro-batch shapes trained on, and the seconds before the first step that
+    /// used none new (see `[train] pad_to_multiple`).
+    pub distinct_shapes: usize,
+    pub warmup_s: Option<f64>,
 }
 
 impl RunReport {
@@ -111,6 +115,8 @@ impl RunReport {
             train_examples: 0,
             eval_examples: 0,
             seconds,
+            distinct_shapes: 0,
+            warmup_s: None,
         }
     }
 }
@@ -155,5 +161,7 @@ where
         train_examples: data.train.len(),
         eval_examples: data.eval.len(),
         seconds: start.elapsed().as_secs_f64(),
+        distinct_shapes: outcome.distinct_shapes,
+        warmup_s: outcome.warmup_s,
     })
 }

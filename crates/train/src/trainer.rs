@@ -8,6 +8,8 @@ use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use sweelol_dolly::{bucketed_batches, Batch, TokenizedExample};
 
+use sweelol_gemma::{ShapeBuckets, ShapeLog};
+
 use crate::batch::TokenBatch;
 use crate::checkpoint::{self, TrainState};
 use crate::config::{RunConfig, TrainSection};
@@ -80,6 +82,11 @@ pub struct TrainOutcome<M> {
     pub metrics_path: PathBuf,
     /// True when `stop_after` ended the run early.
     pub interrupted: bool,
+    /// Distinct micro-batch shapes `[rows, seq_len]` this call trained on.
+    pub distinct_shapes: usize,
+    /// Seconds from the start of training to the first step that used no new shape (the
+    /// warm-up a JIT backend spends compiling); None if every step brought a new shape.
+    pub warmup_s: Option<f64>,
 }
 
 /// Optimizer steps of a run: `max_steps`, or enough for `epochs` passes.
@@ -98,11 +105,22 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 
 /// Mean loss of `model` over `examples` (no gradients), and the number of scored tokens.
 pub fn evaluate<M: TrainableModel>(model: &M, examples: &[TokenizedExample], batch_size: usize, chunk_rows: usize) -> Result<(f64, usize)> {
+    evaluate_padded(model, examples, batch_size, chunk_rows, &ShapeBuckets::EXACT)
+}
+
+/// [`evaluate`] with every batch padded to `shapes`.
+pub fn evaluate_padded<M: TrainableModel>(
+    model: &M,
+    examples: &[TokenizedExample],
+    batch_size: usize,
+    chunk_rows: usize,
+    shapes: &ShapeBuckets,
+) -> Result<(f64, usize)> {
     let valid = model.valid();
     let mut total = 0.0;
     let mut tokens = 0;
     for b in bucketed_batches(examples, batch_size, 0)? {
-        let tb = TokenBatch::from_dolly(&b);
+        let tb = TokenBatch::from_dolly(&b).padded(shapes);
         if tb.targets.is_empty() {
             continue;
         }
@@ -203,6 +221,9 @@ struct Run<'a> {
     interrupted: bool,
     /// One run per output directory (released when the run ends).
     _lock: sweelol_outdir::DirLock,
+    /// Micro-batch shapes seen, and the seconds before the first step that saw none new.
+    shape_log: ShapeLog,
+    warmup_s: Option<f64>,
 }
 
 impl<'a> Run<'a> {
@@ -238,6 +259,8 @@ impl<'a> Run<'a> {
             last_eval_step: None,
             interrupted: false,
             _lock: lock,
+            shape_log: ShapeLog::default(),
+            warmup_s: None,
         })
     }
 
@@ -333,7 +356,13 @@ impl<'a> Run<'a> {
         let t0 = Instant::now();
         profile::take();
         let micro = profile::timed(Phase::Data, || self.micro_batches(step))?;
-        let micro: Vec<TokenBatch> = micro.iter().map(TokenBatch::from_dolly).collect();
+        let shapes = t.shapes();
+        let micro: Vec<TokenBatch> = micro.iter().map(|b| TokenBatch::from_dolly(b).padded(&shapes)).collect();
+        let new_shapes = micro.iter().filter(|b| self.shape_log.record(b.batch_size, b.seq_len)).count();
+        if new_shapes == 0 && self.warmup_s.is_none() {
+            // The first step that compiles nothing new: what came before was warm-up.
+            self.warmup_s = Some(self.clock.elapsed().as_secs_f64());
+        }
         let denom: usize = micro.iter().map(|b| b.targets.len()).sum();
         if denom == 0 {
             return Err(TrainError::Data(format!("step {} has no target tokens", step + 1)));
@@ -370,6 +399,7 @@ impl<'a> Run<'a> {
             step_s: secs,
             elapsed_s: self.clock.elapsed().as_secs_f64(),
             phases: profile::take(),
+            new_shapes,
         };
         self.metrics().write(&record)?;
         self.bar.set_position(self.step as u64);
@@ -430,7 +460,7 @@ impl<'a> Run<'a> {
         }
         let t = &self.opts.train;
         let t0 = Instant::now();
-        let (loss, tokens) = evaluate(model, &self.data.eval, t.batch_size, t.loss_chunk_rows)?;
+        let (loss, tokens) = evaluate_padded(model, &self.data.eval, t.batch_size, t.loss_chunk_rows, &t.shapes())?;
         let record = EvalRecord {
             kind: "eval",
             step: self.step,
@@ -483,7 +513,14 @@ impl<'a> Run<'a> {
         }
         self.bar.finish_and_clear();
         let metrics_path = self.metrics().path().to_path_buf();
+        let distinct_shapes = self.shape_log.count();
+        if self.opts.progress && distinct_shapes > 0 {
+            let warm = self.warmup_s.map_or("no step without a new shape".to_string(), |s| format!("{s:.1} s before the first steady step"));
+            eprintln!("{distinct_shapes} distinct micro-batch shapes; {warm}");
+        }
         Ok(TrainOutcome {
+            distinct_shapes,
+            warmup_s: self.warmup_s,
             steps_done: self.step,
             total_steps: self.total,
             resumed_from: self.resumed_from,
