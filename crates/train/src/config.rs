@@ -326,6 +326,12 @@ impl RunConfig {
     /// train (without the eval/checkpoint cadence). `[output]` is left out so a run
     /// directory can move. See [`run_hash`] for a whole run's identity.
     pub fn hash(&self) -> String {
+        hex_sha256(self.weight_settings().to_string().as_bytes())
+    }
+
+    /// The sections [`hash`](Self::hash) covers, as JSON: all but `[output]` and the
+    /// `[train]` cadence keys.
+    fn weight_settings(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("config serialises");
         let obj = v.as_object_mut().expect("object");
         obj.remove("output");
@@ -334,7 +340,7 @@ impl RunConfig {
                 train.remove(k);
             }
         }
-        hex_sha256(v.to_string().as_bytes())
+        v
     }
 }
 
@@ -363,14 +369,8 @@ pub fn run_hash(cfg: &RunConfig, technique: &str, settings: &impl Serialize) -> 
 /// The settings [`run_hash`] covers, flattened to `section.key = value` (values as JSON), so
 /// a refused resume can say which keys differ rather than only that two hashes do.
 pub fn run_keys(cfg: &RunConfig, technique: &str, settings: &impl Serialize) -> BTreeMap<String, String> {
-    let mut v = serde_json::to_value(cfg).expect("config serialises");
+    let mut v = cfg.weight_settings();
     let obj = v.as_object_mut().expect("object");
-    obj.remove("output");
-    if let Some(train) = obj.get_mut("train").and_then(|t| t.as_object_mut()) {
-        for k in CADENCE_KEYS {
-            train.remove(k);
-        }
-    }
     obj.insert(technique.to_string(), serde_json::to_value(settings).expect("settings serialise"));
     let mut keys = BTreeMap::new();
     flatten("", &v, &mut keys);
