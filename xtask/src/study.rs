@@ -242,6 +242,7 @@ fn claim_run_dir(run_dir: &Path, backend: &str, fresh: bool) -> Result<()> {
     };
     let identity = study_identity(backend);
     let hint = "rerun with --fresh to discard them, or use another --results directory";
+    adopt_legacy_identity(run_dir)?;
     if fresh && identity.check(run_dir, !others(run_dir)?.is_empty(), hint).is_err() {
         eprintln!("{}: discarding results of another backend or dtype (--fresh)", run_dir.display());
         for p in others(run_dir)? {
@@ -251,6 +252,21 @@ fn claim_run_dir(run_dir: &Path, backend: &str, fresh: bool) -> Result<()> {
         std::fs::remove_file(run_dir.join(IDENTITY_FILE)).ok();
     }
     identity.claim(run_dir, !others(run_dir)?.is_empty(), hint)?;
+    Ok(())
+}
+
+/// A study directory written before identities were recorded has its backend in
+/// `manifest.json` (and every earlier version computed in f32): record that identity, so an
+/// upgrade keeps its finished rows instead of refusing them.
+fn adopt_legacy_identity(run_dir: &Path) -> Result<()> {
+    if Identity::read(run_dir)?.is_some() {
+        return Ok(());
+    }
+    let manifest: Option<serde_json::Value> = read_stage(&run_dir.join("manifest.json"));
+    if let Some(backend) = manifest.as_ref().and_then(|m| m["backend"].as_str()) {
+        eprintln!("{}: recording the identity of its earlier results (backend {backend}, f32)", run_dir.display());
+        study_identity(backend).write(run_dir)?;
+    }
     Ok(())
 }
 

@@ -91,3 +91,20 @@ fn a_padded_run_uses_one_shape_and_reaches_the_same_weights() {
     // Each step's record says how many new shapes it brought.
     assert_eq!(steps(&padded.metrics_path, "new_shapes"), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 }
+
+#[test]
+fn the_shape_keys_leave_existing_config_hashes_alone() {
+    // At their defaults the new keys are not serialised, so runs and study stages recorded
+    // before they existed keep their identity (and are not retrained).
+    let t = TrainSection::new(1e-3, 4);
+    let json = serde_json::to_value(&t).unwrap();
+    assert!(json.get("pad_to_multiple").is_none() && json.get("fixed_batch").is_none(), "{json}");
+    let mut padded = t.clone();
+    padded.pad_to_multiple = 64;
+    padded.fixed_batch = true;
+    let json = serde_json::to_value(&padded).unwrap();
+    assert_eq!((json["pad_to_multiple"].as_u64(), json["fixed_batch"].as_bool()), (Some(64), Some(true)));
+    assert_ne!(train_section_hash(&t, ""), train_section_hash(&padded, ""));
+    let parsed: TrainSection = toml::from_str("lr = 0.001\nbatch_size = 4\n").unwrap();
+    assert_eq!(parsed, t, "a config without the keys reads as the defaults");
+}

@@ -211,6 +211,12 @@ fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_st
     let eval_dir = first.run_dir.join("baseline/eval");
     assert_eq!(Identity::read(&eval_dir).unwrap().unwrap().get("num_fewshot"), Some("0"));
 
+    // A directory from before identities (none recorded) is adopted from its manifest.
+    std::fs::remove_file(first.run_dir.join(sweelol_outdir::IDENTITY_FILE)).unwrap();
+    let adopted = run(&preset, &results, &StudyOptions::default());
+    assert!(rows_that(&adopted, Action::Evaluated).is_empty(), "finished rows kept");
+    assert_eq!(Identity::read(&adopted.run_dir).unwrap().unwrap().get("backend"), Some("flex"));
+
     // Another backend's results are not mixed with this one's.
     let err = run_study(&preset, &StudyOptions::default(), &Device::flex(), "tch", &results).unwrap_err();
     let msg = format!("{err:#}");
