@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sweelol_outdir::{DirLock, Identity, OutDirError, IDENTITY_FILE};
 
 use crate::scoring::{DocResult, Scorer};
-use crate::tasks::{load_task, parse_task_name, Task, STUDY_TASKS};
+use crate::tasks::{load_task, parse_task_name, Task, TaskSpec, STUDY_TASKS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -135,23 +135,24 @@ fn read_done(path: &Path) -> Result<(Vec<DocResult>, Vec<String>, bool), EvalErr
 /// Checks the request itself, reading nothing: limit at least 1, at least one task, every
 /// task name known.
 pub fn check_request(opts: &EvalOptions) -> Result<(), EvalError> {
+    task_specs(opts).map(drop)
+}
+
+/// The request's tasks, parsed, after the checks of [`check_request`].
+fn task_specs(opts: &EvalOptions) -> Result<Vec<TaskSpec>, EvalError> {
     if opts.limit == Some(0) {
         return Err(EvalError::Invalid("limit must be at least 1 document per task".into()));
     }
     if opts.tasks.is_empty() {
         return Err(EvalError::Invalid("no tasks given".into()));
     }
-    for name in &opts.tasks {
-        parse_task_name(name)?;
-    }
-    Ok(())
+    Ok(opts.tasks.iter().map(|n| parse_task_name(n)).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Checks what `opts` asks for before any model work: [`check_request`], then every
 /// task's data readable. Returns the loaded tasks, in order.
 pub fn load_tasks(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
-    check_request(opts)?;
-    let specs = opts.tasks.iter().map(|n| parse_task_name(n)).collect::<Result<Vec<_>, _>>()?;
+    let specs = task_specs(opts)?;
     Ok(specs
         .iter()
         .map(|spec| load_task(spec, &opts.data_root, opts.limit, opts.num_fewshot))

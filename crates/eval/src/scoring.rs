@@ -97,11 +97,6 @@ impl<'a> Scorer<'a> {
         let mut conts = Vec::with_capacity(continuations.len());
         for c in continuations {
             let (ctx, cont) = self.encode_pair(context, c)?;
-            if cont.is_empty() {
-                return Err(sweelol_gemma::GemmaError::Other(format!(
-                    "continuation {c:?} encodes to no tokens after context"
-                )));
-            }
             ctx_ids.get_or_insert(ctx);
             conts.push(cont);
         }
@@ -154,9 +149,15 @@ impl<'a> Scorer<'a> {
         Ok(doc_result(doc, ll, with_norm))
     }
 
-    /// [`encode_pair`] with ids checked against the model's vocabulary.
+    /// [`encode_pair`] with ids checked against the model's vocabulary, and a continuation
+    /// that adds no token refused (it would have no log-likelihood to score).
     fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         let (ctx, cont) = encode_pair(self.tokenizer, context, continuation)?;
+        if cont.is_empty() {
+            return Err(sweelol_gemma::GemmaError::Other(format!(
+                "continuation {continuation:?} encodes to no tokens after context"
+            )));
+        }
         self.model.check_ids(&ctx)?;
         self.model.check_ids(&cont)?;
         Ok((ctx, cont))
@@ -179,12 +180,6 @@ impl<'a> Scorer<'a> {
                 let ids = pairs.iter().map(|(_, cont)| cont[0]).collect();
                 batch.push((i, pairs[0].0.clone(), ids));
             } else if self.fixed_shapes() {
-                if pairs.iter().any(|(_, cont)| cont.is_empty()) {
-                    return Err(sweelol_gemma::GemmaError::Other(format!(
-                        "a continuation of document {} encodes to no tokens after its context",
-                        doc.doc_id
-                    )));
-                }
                 results[i] = Some(doc_result(doc, self.full_sequences(&pairs), with_norm));
             } else {
                 results[i] = Some(self.score_doc(doc, with_norm)?);
@@ -211,18 +206,8 @@ impl<'a> Scorer<'a> {
     /// `(index, log-likelihoods)` for `(index, context ids, one answer id per choice)`.
     fn one_token_batch(&self, batch: &[(usize, Vec<u32>, Vec<u32>)]) -> Vec<(usize, Vec<f64>)> {
         let model = self.model;
-        let device = model.device();
-        let width = self.shapes.seq_len(batch.iter().map(|(_, ctx, _)| ctx.len()).max().unwrap_or(0));
-        let rows = self.shapes.batch_rows(batch.len());
-        let pad = self.tokenizer.pad_id as i64;
-        let mut ids = Vec::with_capacity(rows * width);
-        for (_, ctx, _) in batch {
-            ids.extend(ctx.iter().map(|&x| x as i64));
-            ids.extend(std::iter::repeat_n(pad, width - ctx.len()));
-        }
-        ids.resize(rows * width, pad); // whole pad rows up to the fixed row count
-        self.shape_log.record(rows, width);
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), &device);
+        let contexts: Vec<&[u32]> = batch.iter().map(|(_, ctx, _)| ctx.as_slice()).collect();
+        let (tokens, width) = self.padded_tokens(&contexts);
         let hidden = model.hidden_states(model.embed_with_prefix(self.prefix.as_ref(), tokens), None);
         let total = hidden.dims()[1];
         let offset = total - width; // virtual tokens, if any, come first
@@ -240,6 +225,22 @@ impl<'a> Scorer<'a> {
 }
 
 impl Scorer<'_> {
+    /// `[rows, width]` token ids: each sequence right-padded to the bucketed width of the
+    /// longest, then whole pad rows up to the fixed row count; the shape is logged.
+    fn padded_tokens(&self, sequences: &[&[u32]]) -> (Tensor<2, Int>, usize) {
+        let width = self.shapes.seq_len(sequences.iter().map(|s| s.len()).max().unwrap_or(0));
+        let rows = self.shapes.batch_rows(sequences.len());
+        let pad = self.tokenizer.pad_id as i64;
+        let mut ids = Vec::with_capacity(rows * width);
+        for seq in sequences {
+            ids.extend(seq.iter().map(|&x| x as i64));
+            ids.extend(std::iter::repeat_n(pad, width - seq.len()));
+        }
+        ids.resize(rows * width, pad);
+        self.shape_log.record(rows, width);
+        (Tensor::from_data(TensorData::new(ids, [rows, width]), &self.model.device()), width)
+    }
+
     /// Summed log-likelihood of each `(context, continuation)` pair, each scored as one
     /// right-padded sequence `context + continuation[..n-1]` (no KV cache): the forward
     /// shapes are the buckets'. Pairs go `shapes.rows` to a forward (all at once if 0).
@@ -252,17 +253,7 @@ impl Scorer<'_> {
         let model = self.model;
         let inputs: Vec<Vec<u32>> =
             pairs.iter().map(|(ctx, cont)| ctx.iter().chain(&cont[..cont.len() - 1]).copied().collect()).collect();
-        let width = self.shapes.seq_len(inputs.iter().map(Vec::len).max().unwrap_or(1));
-        let rows = self.shapes.batch_rows(pairs.len());
-        let pad = self.tokenizer.pad_id as i64;
-        let mut ids = Vec::with_capacity(rows * width);
-        for input in &inputs {
-            ids.extend(input.iter().map(|&x| x as i64));
-            ids.extend(std::iter::repeat_n(pad, width - input.len()));
-        }
-        ids.resize(rows * width, pad);
-        self.shape_log.record(rows, width);
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), &model.device());
+        let (tokens, width) = self.padded_tokens(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>());
         let hidden = model.hidden_states(model.embed_with_prefix(self.prefix.as_ref(), tokens), None);
         let total = hidden.dims()[1];
         let offset = total - width; // virtual tokens, if any, come first

@@ -55,15 +55,10 @@ impl Identity {
     /// The fields where `recorded` (what made the results on disk) and `self` (this run)
     /// differ, each as `key: was A, now B`; empty when they are the same.
     pub fn differences(&self, recorded: &Identity) -> Vec<String> {
-        let keys: std::collections::BTreeSet<&String> = self.0.keys().chain(recorded.0.keys()).collect();
-        keys.into_iter()
-            .filter_map(|k| {
-                let (old, new) = (recorded.0.get(k), self.0.get(k));
-                (old != new).then(|| {
-                    let show = |v: Option<&String>| v.map_or("(not recorded)".to_string(), |v| format!("`{v}`"));
-                    format!("{k}: was {}, now {}", show(old), show(new))
-                })
-            })
+        let show = |v: Option<&str>| v.map_or("(not recorded)".to_string(), |v| format!("`{v}`"));
+        differing_keys(&recorded.0, &self.0)
+            .into_iter()
+            .map(|(k, old, new)| format!("{k}: was {}, now {}", show(old), show(new)))
             .collect()
     }
 
@@ -94,6 +89,19 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// The keys whose values differ between two maps (present in either), in key order, with
+/// the value on each side.
+pub fn differing_keys<'a>(
+    recorded: &'a BTreeMap<String, String>,
+    now: &'a BTreeMap<String, String>,
+) -> Vec<(&'a str, Option<&'a str>, Option<&'a str>)> {
+    let keys: std::collections::BTreeSet<&String> = recorded.keys().chain(now.keys()).collect();
+    keys.into_iter()
+        .map(|k| (k.as_str(), recorded.get(k).map(String::as_str), now.get(k).map(String::as_str)))
+        .filter(|(_, old, new)| old != new)
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod identity;
 mod lock;
 
 pub use checksum::{sha256_file, sha256_files};
-pub use identity::{Identity, IDENTITY_FILE};
+pub use identity::{differing_keys, Identity, IDENTITY_FILE};
 pub use lock::{DirLock, LOCK_FILE};
 
 use std::path::PathBuf;

@@ -3,8 +3,8 @@
 //! `checkpoints/step-00000012/` holds `trainable.safetensors` (the trainable parameters by
 //! path), `optimizer.safetensors` (AdamW moments), `state.json` (step, data position, RNG,
 //! config hash and keys, Adam step counts) and `checksums.json` (SHA-256 of the other three,
-//! verified before a resume reads them: a file damaged in place is caught, not trained on). A checkpoint is written into a hidden temporary directory
-//! and renamed into place, then `checkpoints/latest` is replaced the same way, so a run killed
+//! verified before a resume reads them: a file damaged in place is caught, not trained on).
+//! A checkpoint is written into a hidden temporary directory and renamed into place, then `checkpoints/latest` is replaced the same way, so a run killed
 //! at any moment leaves the previous checkpoint intact and never a half-written one.
 
 use std::collections::BTreeMap;

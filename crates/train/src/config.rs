@@ -393,13 +393,10 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
 
 /// Keys whose values differ between two [`run_keys`] maps, as `key: was A, now B`.
 pub fn key_differences(recorded: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
-    let keys: std::collections::BTreeSet<&String> = recorded.keys().chain(now.keys()).collect();
-    keys.into_iter()
-        .filter(|k| recorded.get(*k) != now.get(*k))
-        .map(|k| {
-            let show = |v: Option<&String>| v.map_or_else(|| "(absent)".to_string(), |v| v.clone());
-            format!("{k}: was {}, now {}", show(recorded.get(k)), show(now.get(k)))
-        })
+    let show = |v: Option<&str>| v.unwrap_or("(absent)").to_string();
+    sweelol_outdir::differing_keys(recorded, now)
+        .into_iter()
+        .map(|(k, old, new)| format!("{k}: was {}, now {}", show(old), show(new)))
         .collect()
 }
 
