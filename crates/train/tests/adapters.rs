@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -14,8 +13,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sweelol_gemma::{Gemma3, HostTensor, Linear, LowRankDelta};
-use sweelol_train::config::train_section_hash;
-use sweelol_train::{checkpoint, params, train, Dataset, TrainOptions, TrainSection, TrainableModel};
+use sweelol_train::{checkpoint, params, train, Dataset, TrainSection, TrainableModel};
 
 #[derive(Module, Debug)]
 struct Adapted {
@@ -50,11 +48,6 @@ fn adapted(device: &Device) -> Adapted {
         with_delta(&mut layer.self_attn.v_proj, 4, &mut rng, device);
     }
     Adapted { lm }
-}
-
-fn options(train: TrainSection, dir: &Path) -> TrainOptions {
-    let config_hash = train_section_hash(&train, "adapters");
-    TrainOptions { train, output_dir: dir.to_path_buf(), resume: true, progress: false, config_hash, config_keys: Default::default(), stop_after: None, batch_log: None }
 }
 
 fn weights<M: Module>(m: &M) -> BTreeMap<String, HostTensor> {

@@ -27,20 +27,11 @@ fn data() -> Dataset {
     Dataset { train: random_examples(12, 6, 14, 3, 512, 21), eval: vec![] }
 }
 
+/// Common options plus the one config key these tests change, so refusals can name it.
 fn options(train: TrainSection, dir: &Path) -> TrainOptions {
-    let config_hash = train_section_hash(&train, "tiny");
-    let mut keys = BTreeMap::new();
-    keys.insert("train.lr".to_string(), train.lr.to_string());
-    TrainOptions {
-        train,
-        output_dir: dir.to_path_buf(),
-        resume: true,
-        progress: false,
-        config_hash,
-        config_keys: keys,
-        stop_after: None,
-        batch_log: None,
-    }
+    let mut opts = common::options(train, dir);
+    opts.config_keys = BTreeMap::from([("train.lr".to_string(), opts.train.lr.to_string())]);
+    opts
 }
 
 /// A run killed after step 5 with checkpoints every 2 steps: step-2 and step-4 on disk.

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use common::*;
 use sweelol_gemma::ShapeBuckets;
 use sweelol_train::config::train_section_hash;
-use sweelol_train::{params, train, Dataset, TrainOptions, TrainSection, TrainableModel};
+use sweelol_train::{params, train, Dataset, TrainSection, TrainableModel};
 
 #[test]
 fn padding_to_buckets_and_whole_rows_never_changes_the_loss() {
@@ -26,20 +26,6 @@ fn padding_to_buckets_and_whole_rows_never_changes_the_loss() {
         let loss = valid.loss(&padded, 64, 1.0).value;
         println!("{shapes:?}: [{}, {}] loss {loss} vs exact {exact}", padded.batch_size, padded.seq_len);
         assert!((loss - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{shapes:?}: {loss} vs {exact}");
-    }
-}
-
-fn options(train: TrainSection, dir: &std::path::Path) -> TrainOptions {
-    let config_hash = train_section_hash(&train, "shapes");
-    TrainOptions {
-        train,
-        output_dir: dir.to_path_buf(),
-        resume: false,
-        progress: false,
-        config_hash,
-        config_keys: Default::default(),
-        stop_after: None,
-        batch_log: None,
     }
 }
 

@@ -10,14 +10,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use common::*;
 use sweelol_gemma::{Gemma3, HostTensor};
-use sweelol_train::config::train_section_hash;
 use sweelol_train::optim::{AdamW, AdamWConfig};
-use sweelol_train::{checkpoint, evaluate, params, train, Dataset, RunConfig, ScheduleKind, TrainError, TrainOptions, TrainSection, TrainableModel};
-
-fn options(train: TrainSection, dir: &Path) -> TrainOptions {
-    let config_hash = train_section_hash(&train, "tiny");
-    TrainOptions { train, output_dir: dir.to_path_buf(), resume: true, progress: false, config_hash, config_keys: Default::default(), stop_after: None, batch_log: None }
-}
+use sweelol_train::{checkpoint, evaluate, params, train, Dataset, RunConfig, ScheduleKind, TrainError, TrainSection, TrainableModel};
 
 fn all_weights<M: Module>(m: &M) -> BTreeMap<String, HostTensor> {
     params::to_host(m, |_| true)

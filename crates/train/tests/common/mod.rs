@@ -1,14 +1,15 @@
 //! Shared helpers: the tiny fixture model and synthetic token data.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sweelol_dolly::{bucketed_batches, TokenizedExample};
 use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
-use sweelol_train::TokenBatch;
+use sweelol_train::config::train_section_hash;
+use sweelol_train::{TokenBatch, TrainOptions, TrainSection};
 
 pub fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-gemma3")
@@ -63,4 +64,19 @@ pub fn one_batch(examples: &[TokenizedExample]) -> TokenBatch {
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Options for a quiet run of `train` in `dir`, resuming from its checkpoints if any.
+pub fn options(train: TrainSection, dir: &Path) -> TrainOptions {
+    let config_hash = train_section_hash(&train, "tiny");
+    TrainOptions {
+        train,
+        output_dir: dir.to_path_buf(),
+        resume: true,
+        progress: false,
+        config_hash,
+        config_keys: Default::default(),
+        stop_after: None,
+        batch_log: None,
+    }
 }
