@@ -18,7 +18,7 @@ use sweelol_eval::{evaluate, EvalOptions, Scorer};
 
 use crate::config::{self, TechniqueConfig, TechniqueRun};
 use crate::model_loading::{load_model, LoadedModel};
-use crate::report::peak_rss_mib;
+use crate::report::{peak_rss_mib, reset_peak_rss};
 
 /// The five training techniques, by their config file in configs/.
 pub const TECHNIQUES: [&str; 5] = ["full-finetune", "lora", "prompt-tuning", "finetuned-pruned", "kd-pruned"];
@@ -175,6 +175,7 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
             }
         }
         eprintln!("bench: {name}");
+        reset_peak_rss();
         let t0 = Instant::now();
         let result = crate::train::run_technique(&cfg, device)?;
         let keep_as = match name {
@@ -194,7 +195,7 @@ fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Resul
                    "batch": [opts.batch_size, opts.max_len], "phases": steps.phases,
                    "warmup_step_s": steps.warmup_step_s, "distinct_shapes": steps.distinct_shapes,
                    "trainable_params": result.details.get("trainable_params"),
-                   "run_seconds_incl_load": t0.elapsed().as_secs_f64()}),
+                   "run_seconds_incl_load": t0.elapsed().as_secs_f64(), "peak_rss_mib": peak_rss_mib()}),
         );
         spec.insert(name.to_string(), torch);
     }
@@ -304,6 +305,7 @@ fn ratio(ours: Option<f64>, torch: Option<f64>) -> Value {
 pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("sweelol-bench-{}", std::process::id()));
     let (mut train, spec_train) = bench_training(opts, &scratch, device)?;
+    reset_peak_rss();
     // One load of the base model serves our eval and the PyTorch side's export.
     let base = load_model(&opts.model, None, false, device)?;
     let shapes = if opts.pad_to_multiple > 1 {
@@ -312,12 +314,15 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
         sweelol_gemma::ShapeBuckets::EXACT
     };
     let (mut eval, requests) = bench_eval(&base, opts.docs, &shapes, &scratch)?;
-    let our_rss = peak_rss_mib();
+    // The process's peak: the largest of each technique's and the eval's own peaks.
+    let eval_rss = peak_rss_mib();
+    let our_rss = train.values().filter_map(|t| t["peak_rss_mib"].as_f64()).chain(eval_rss).reduce(f64::max);
     let mut report = json!({
         "backend": opts.backend,
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "versions": {"sweelol": env!("CARGO_PKG_VERSION"), "commit": crate::report::git_commit(), "burn": "0.22.1"},
         "peak_rss_mib": our_rss,
+        "eval_peak_rss_mib": eval_rss,
         "model": opts.model,
         "batch": [opts.batch_size, opts.max_len],
         "pad_to_multiple": opts.pad_to_multiple,

@@ -271,6 +271,7 @@ pub(crate) fn default_data_root() -> PathBuf {
 }
 
 fn main() -> Result<()> {
+    sweelol_backend::keep_freed_memory();
     let cli = Cli::parse();
     let device = cli.backend.device();
     match cli.command {

@@ -430,7 +430,14 @@ pub fn write_report(run_dir: &Path, preset: &Preset, backend: &str, results: &[R
     Ok(())
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+/// Starts a new peak: after this, [`peak_rss_mib`] reports the peak since now (Linux
+/// `clear_refs` 5), so a bench can say which technique sets the process's peak.
+pub fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").ok();
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB, since it started or since
+/// the last [`reset_peak_rss`].
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

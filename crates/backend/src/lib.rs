@@ -4,6 +4,10 @@
 //! decides which backend runs it. This crate is the single place that turns a user's
 //! `--backend` string into such a device; every other crate just takes `&Device`.
 
+mod host_memory;
+
+pub use host_memory::keep_freed_memory;
+
 use std::fmt;
 use std::str::FromStr;
 

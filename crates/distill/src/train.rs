@@ -5,8 +5,9 @@
 //! KD-Pruned is this with the pruned model as student and its masks kept.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sweelol_gemma::{load_pretrained, save_hf_dir, Gemma3};
 use sweelol_train::config::resolve_source;
@@ -35,8 +36,48 @@ pub struct KdModel {
     pub masks: Option<Masks>,
     #[module(skip)]
     pub teacher: Gemma3,
+    /// On the CPU backend, the teacher's embedding table `[vocab, hidden]` (f32, host),
+    /// moved out of `teacher` once (see [`TeacherTable`]).
+    #[module(skip)]
+    pub teacher_table: Option<TeacherTable>,
     #[module(skip)]
     pub cfg: DistillConfig,
+}
+
+/// The teacher's embedding table held on the host, for the CPU backend. The fused head
+/// reads the table every step; copying it out of the model each time held a second 0.67 GB
+/// copy (for the 270M model) at the step's memory peak. So it is moved out once: the
+/// teacher model keeps a one-row placeholder and its input embeddings are gathered here.
+#[derive(Clone, Debug)]
+pub struct TeacherTable {
+    data: Arc<TensorData>,
+    hidden: usize,
+}
+
+impl TeacherTable {
+    /// Takes the table out of `teacher`, leaving a `[1, hidden]` placeholder.
+    pub fn take(mut teacher: Gemma3) -> (Gemma3, TeacherTable) {
+        let table = teacher.embed_tokens.val();
+        let [_, hidden] = table.dims();
+        let device = table.device();
+        teacher.embed_tokens = Param::from_tensor(Tensor::zeros([1, hidden], &device));
+        (teacher, TeacherTable { data: Arc::new(host_f32(table.inner())), hidden })
+    }
+
+    fn rows(&self) -> &[f32] {
+        self.data.as_slice::<f32>().expect("f32 table")
+    }
+
+    /// `Gemma3::embed` from the host table: each id's row times sqrt(hidden), in f32.
+    fn embed(&self, batch: &TokenBatch, device: &Device) -> Tensor<3> {
+        let (h, rows) = (self.hidden, self.rows());
+        let scale = (h as f32).sqrt();
+        let mut out = Vec::with_capacity(batch.input_ids.len() * h);
+        for &id in &batch.input_ids {
+            out.extend(rows[id as usize * h..(id as usize + 1) * h].iter().map(|x| x * scale));
+        }
+        Tensor::from_data(TensorData::new(out, [batch.batch_size, batch.seq_len, h]), device)
+    }
 }
 
 impl TrainableModel for KdModel {
@@ -53,20 +94,23 @@ impl TrainableModel for KdModel {
         let ids = batch.input_tensor(&device);
         let hidden = self.student.hidden_states(self.student.embed(ids.clone()), None);
         // Teacher rows at the scored positions, without a graph.
-        let t_hidden = self.teacher.hidden_states(self.teacher.embed(ids), None).detach();
+        let t_embeds = match &self.teacher_table {
+            Some(table) => table.embed(batch, &device),
+            None => self.teacher.embed(ids),
+        };
+        let t_hidden = self.teacher.hidden_states(t_embeds, None).detach();
         let [b, t, h] = t_hidden.dims();
         let n = batch.targets.positions.len();
         let pos: Vec<i64> = batch.targets.positions.iter().map(|&p| p as i64).collect();
         let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [n]), &device);
         let t_rows = t_hidden.reshape([b * t, h]).select(0, pos);
-        let t_embed = self.teacher.embed_tokens.val().detach();
         let softcap = self.teacher.config.final_logit_softcapping;
         let targets = &batch.targets.ids;
         let needs_grad = hidden.is_tracked() || self.student.embed_tokens.val().is_require_grad();
-        if needs_grad && n > 0 && self.cfg.divergence == Divergence::ForwardKl && runs_on_host(&device) {
-            // The fused host head: the teacher's logits per chunk from its host copy.
-            let (t_rows, t_embed) = (host_f32(t_rows.inner()), host_f32(t_embed.inner()));
-            let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), t_embed.as_slice::<f32>().expect("f32"));
+        if let Some(table) = self.teacher_table.as_ref().filter(|_| needs_grad && n > 0 && self.cfg.divergence == Divergence::ForwardKl) {
+            // The fused host head: the teacher's logits per chunk from its host table.
+            let t_rows = host_f32(t_rows.inner());
+            let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), table.rows());
             // `run` checked that teacher and student share the vocabulary.
             let vocab = self.student.embed_tokens.val().dims()[0];
             let cap = softcap.map(|c| c as f32);
@@ -80,6 +124,11 @@ impl TrainableModel for KdModel {
                     .sum()
             });
         }
+        let t_embed = match &self.teacher_table {
+            // Held-out loss (no gradient): a device copy of the table for this call.
+            Some(table) => Tensor::from_data((*table.data).clone(), &device),
+            None => self.teacher.embed_tokens.val().detach(),
+        };
         chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
             let sdev = student_logits.device();
             let teacher_logits = head_logits(t_embed.clone(), t_rows.clone().narrow(0, rows.start, rows.len()), softcap);
@@ -137,7 +186,14 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
     let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;
     let id = RunIdentity::new(cfg, TECHNIQUE, distill);
-    let model = KdModel { student, masks, teacher, cfg: distill.clone() };
+    // Only the fused host head (CPU backend, forward KL) reads the table on the host.
+    let (teacher, teacher_table) = if runs_on_host(device) && distill.divergence == Divergence::ForwardKl {
+        let (teacher, table) = TeacherTable::take(teacher);
+        (teacher, Some(table))
+    } else {
+        (teacher, None)
+    };
+    let model = KdModel { student, masks, teacher, teacher_table, cfg: distill.clone() };
     run_technique(cfg, &id, model, &prepared.data, &dir, |m, dir| export_student(m, &tokenizer, dir))
 }
 

@@ -7,12 +7,14 @@
 //! - [`tokenizer`]: tokenizer.json or GGUF vocabulary, chat template.
 //! - [`generate`]: greedy / temperature / top-p decoding.
 //! - [`pretrained`]: load a model + tokenizer from any source name.
+//! - [`host`]: one-pass kernels for tensors in host memory (CPU backend).
 //! - [`shapes`]: fixed forward shapes for backends that compile kernels per shape.
 
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod host;
 pub mod model;
 pub mod pretrained;
 pub mod shapes;
@@ -25,4 +27,4 @@ pub use pretrained::{load_pretrained, save_hf_dir, Pretrained};
 pub use shapes::{ShapeBuckets, ShapeLog};
 pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
 pub use tokenizer::{ChatMessage, GemmaTokenizer};
-pub use weights::{HostTensor, WeightMap};
+pub use weights::{write_lazy_safetensors, HostTensor, LazyTensor, WeightMap};

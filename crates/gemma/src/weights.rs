@@ -68,6 +68,49 @@ impl View for &HostTensor {
     }
 }
 
+/// A tensor still on its device, written by [`write_lazy_safetensors`]: its data comes to
+/// the host only when the writer reaches it and is dropped right after, so saving every
+/// weight and optimizer moment of a run holds one tensor's host copy at a time instead of
+/// a second copy of them all (3.2 GB for a full fine-tune of the 270M model).
+#[derive(Clone, Debug)]
+pub struct LazyTensor {
+    pub shape: Vec<usize>,
+    /// The data, any shape with the same number of elements (usually flattened).
+    pub tensor: Tensor<1>,
+}
+
+impl View for &LazyTensor {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        let data = crate::host::host_f32(self.tensor.clone());
+        let floats = data.as_slice::<f32>().expect("f32 data");
+        Cow::Owned(floats.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * 4
+    }
+}
+
+/// Writes `tensors` as f32 into one safetensors file, one tensor's host copy at a time.
+pub fn write_lazy_safetensors(tensors: &BTreeMap<String, LazyTensor>, path: &Path) -> Result<()> {
+    write_views(tensors.iter().map(|(k, v)| (k.as_str(), v)).collect(), path)
+}
+
+/// One safetensors file, with PyTorch metadata so transformers accepts it, written to a
+/// temporary name and renamed into place.
+fn write_views<V: View>(items: Vec<(&str, V)>, path: &Path) -> Result<()> {
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(items, Some(meta), &tmp)
+        .map_err(|e| GemmaError::weights(path, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| GemmaError::io(path, e))
+}
+
 /// Parameters by transformers name, plus the file they came from (for errors).
 #[derive(Clone, Debug, Default)]
 pub struct WeightMap {
@@ -159,12 +202,7 @@ impl WeightMap {
     /// Writes all tensors as f32 into one safetensors file (PyTorch metadata so
     /// transformers accepts it).
     pub fn write_safetensors(&self, path: &Path) -> Result<()> {
-        let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        let items: Vec<(&str, &HostTensor)> = self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(items, Some(meta), &tmp)
-            .map_err(|e| GemmaError::weights(path, format!("cannot write: {e}")))?;
-        std::fs::rename(&tmp, path).map_err(|e| GemmaError::io(path, e))
+        write_views(self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect(), path)
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sweelol_gemma::{HostTensor, WeightMap};
+use sweelol_gemma::{write_lazy_safetensors, HostTensor, LazyTensor, WeightMap};
 
 use crate::error::{Result, TrainError};
 
@@ -57,8 +57,8 @@ pub struct Checkpoint {
 /// Writes a checkpoint under `root` and keeps only the newest `keep`. Returns its directory.
 pub fn save(
     root: &Path,
-    trainable: BTreeMap<String, HostTensor>,
-    optimizer: &WeightMap,
+    trainable: &BTreeMap<String, LazyTensor>,
+    optimizer: &BTreeMap<String, LazyTensor>,
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf> {
@@ -70,9 +70,8 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    let weights = WeightMap { tensors: trainable, origin: tmp.join(TRAINABLE) };
-    weights.write_safetensors(&tmp.join(TRAINABLE))?;
-    optimizer.write_safetensors(&tmp.join(OPTIMIZER))?;
+    write_lazy_safetensors(trainable, &tmp.join(TRAINABLE))?;
+    write_lazy_safetensors(optimizer, &tmp.join(OPTIMIZER))?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp.join(STATE), e))?;
     let mut sums = BTreeMap::new();

@@ -5,12 +5,17 @@
 //! backward, so each chunk is differentiated on its own, right away, against fresh leaves
 //! (its hidden rows and the embedding matrix); only the resulting gradients are kept. They
 //! are put back into the model's graph with the surrogate
-//! `s = Σ hidden·dH + Σ E·dE`, returned as `s − detach(s) + value`: its value is the
-//! loss and its gradient is exactly the chunked gradient. Peak memory is one chunk of
+//! `s = Σ hidden·dH`, returned as `s − detach(s) + value`: its value is the loss and its
+//! gradient is exactly the chunked gradient. The embedding's own `[vocab, hidden]` gradient
+//! skips the graph: [`LossOutput::gradients`] adds it to what backward gives (a surrogate
+//! `Σ E·dE` would cost three more `[vocab, hidden]` buffers). Peak memory is one chunk of
 //! logits plus one `[vocab, hidden]` gradient, whatever the number of tokens.
 
 use std::ops::Range;
 
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweelol_gemma::Gemma3;
@@ -31,6 +36,27 @@ pub struct LossOutput {
     pub value: f64,
     /// Number of scored tokens.
     pub tokens: usize,
+    /// The tied embedding's gradient from the head, computed outside the graph (see the
+    /// module docs); [`gradients`](Self::gradients) adds it in.
+    pub embed_grad: Option<(ParamId, Tensor<2>)>,
+}
+
+impl LossOutput {
+    /// A loss with nothing computed outside the graph.
+    pub fn new(loss: Tensor<1>, value: f64, tokens: usize) -> Self {
+        LossOutput { loss, value, tokens, embed_grad: None }
+    }
+
+    /// Runs backward and returns the gradients of `module`'s parameters by path (flattened),
+    /// the head's embedding gradient included.
+    pub fn gradients<M: Module>(self, module: &M) -> BTreeMap<String, Tensor<1>> {
+        let mut g = self.loss.backward();
+        let flat = |(id, t): (ParamId, Tensor<2>)| {
+            let n = t.shape().num_elements();
+            (id, t.reshape([n]))
+        };
+        crate::params::grads_by_path_plus(module, &mut g, self.embed_grad.map(flat))
+    }
 }
 
 /// Tied-head logits `hidden · Eᵀ` with Gemma's optional final soft-capping; the same
@@ -94,7 +120,7 @@ where
         let zero = Tensor::<1>::zeros([1], &device);
         // Keep the graph connected so backward on an empty batch is harmless.
         let loss = if hidden.is_tracked() { zero + hidden.sum() * 0.0 } else { zero };
-        return LossOutput { loss, value: 0.0, tokens: 0 };
+        return LossOutput::new(loss, 0.0, 0);
     }
     let [b, t, h] = hidden.dims();
     let idx: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
@@ -114,7 +140,7 @@ where
             total += per_chunk(logits, r).into_scalar::<f32>() as f64;
         }
         let value = total / denom;
-        return LossOutput { loss: Tensor::from_data(TensorData::new(vec![value as f32], [1]), &device), value, tokens: n };
+        return LossOutput::new(Tensor::from_data(TensorData::new(vec![value as f32], [1]), &device), value, n);
     }
 
     let rows_plain = rows.clone().inner();
@@ -144,16 +170,25 @@ where
     let d_rows = rows_need_grad.then(|| Tensor::cat(d_rows, 0) * scale);
     let d_embed = d_embed.map(|de| de * scale);
     let value = total / denom;
-    LossOutput { loss: attach_gradients(rows, d_rows, embed, d_embed, value), value, tokens: n }
+    attach_gradients(lm, rows, d_rows, d_embed, value, n)
 }
 
-/// `value` as a differentiable scalar whose gradient is `d_rows` for `rows` and `d_embed`
-/// for `embed` (plain tensors, already scaled): the surrogate
-/// `s = Σ rows·d_rows + Σ embed·d_embed`, returned as `s − detach(s) + value`.
-fn attach_gradients(rows: Tensor<2>, d_rows: Option<Tensor<2>>, embed: Tensor<2>, d_embed: Option<Tensor<2>>, value: f64) -> Tensor<1> {
-    let terms = [d_rows.map(|d| (rows * d).sum()), d_embed.map(|d| (embed * d).sum())];
-    let s = terms.into_iter().flatten().reduce(|a, b| a + b).expect("something needs a gradient");
-    s.clone() - s.detach() + value as f32
+/// `value` as a differentiable scalar whose gradient is `d_rows` for `rows` (the surrogate
+/// `s = Σ rows·d_rows`, returned as `s − detach(s) + value`), with `d_embed` (plain
+/// tensors, already scaled) handed over for the embedding directly. Should the rows need
+/// no gradient, the embedding's goes through the surrogate `Σ embed·d_embed` instead.
+fn attach_gradients(lm: &Gemma3, rows: Tensor<2>, d_rows: Option<Tensor<2>>, d_embed: Option<Tensor<2>>, value: f64, tokens: usize) -> LossOutput {
+    let differentiable = |s: Tensor<1>| s.clone() - s.detach() + value as f32;
+    match (d_rows, d_embed) {
+        (Some(d), d_embed) => LossOutput {
+            loss: differentiable((rows * d).sum()),
+            value,
+            tokens,
+            embed_grad: d_embed.map(|d| (lm.embed_tokens.id, d)),
+        },
+        (None, Some(d)) => LossOutput::new(differentiable((lm.embed_tokens.val() * d).sum()), value, tokens),
+        (None, None) => unreachable!("attach_gradients is called when something needs a gradient"),
+    }
 }
 
 /// [`chunked_lm_loss_scaled`] through the fused host kernel.
@@ -205,10 +240,13 @@ where
     };
     let scale = (1.0 / denom) as f32;
     let g = host_head::fused(&inputs, chunk_rows, need_rows, need_embed, |r, z| row_grad(r, z, scale));
+    // The embedding's copy goes before its gradient's buffer is made.
     drop(embed_host);
+    let rows_slice = rows_host.as_slice::<f32>().expect("f32 rows");
+    let d_embed = g.d_embed.map(|d| d.finish(rows_slice, vocab, h));
     let plain = device.clone().inner();
     let d_rows = g.d_rows.map(|d| Tensor::<2>::from_data(TensorData::new(d, [n, h]), &plain));
-    let d_embed = g.d_embed.map(|d| Tensor::<2>::from_data(TensorData::new(d, [vocab, h]), &plain));
+    let d_embed = d_embed.map(|d| Tensor::<2>::from_data(TensorData::new(d, [vocab, h]), &plain));
     let value = g.loss_sum / denom;
-    LossOutput { loss: attach_gradients(rows, d_rows, embed, d_embed, value), value, tokens: n }
+    attach_gradients(lm, rows, d_rows, d_embed, value, n)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor};
-use sweelol_gemma::{Gemma3, HostTensor};
+use sweelol_gemma::{Gemma3, HostTensor, LazyTensor};
 
 use crate::batch::TokenBatch;
 use crate::loss::{chunked_lm_loss_scaled, LossOutput};
@@ -50,9 +50,10 @@ pub trait TrainableModel: Module + Sized {
     /// Called after every optimizer step (pruning re-applies its masks here).
     fn after_step(&mut self) {}
 
-    /// What a checkpoint stores: the trainable parameters by path.
-    fn trainable_state(&self) -> BTreeMap<String, HostTensor> {
-        params::to_host(self, |p| self.is_trainable(p))
+    /// What a checkpoint stores: the trainable parameters by path (still on the device;
+    /// the checkpoint copies them to the host one at a time).
+    fn trainable_state(&self) -> BTreeMap<String, LazyTensor> {
+        params::to_lazy(self, |p| self.is_trainable(p))
     }
 
     /// Restores [`trainable_state`](Self::trainable_state) into a freshly built model.

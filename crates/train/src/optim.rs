@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
-use sweelol_gemma::{HostTensor, WeightMap};
+use sweelol_gemma::{LazyTensor, WeightMap};
 
 use crate::host::{host_f32, runs_on_host};
 use crate::params::as_leaf;
@@ -83,14 +83,14 @@ impl AdamW {
         p
     }
 
-    /// Moments as host tensors (`{path}.exp_avg`, `{path}.exp_avg_sq`) plus per-path step
-    /// counts, for a checkpoint.
-    pub fn export_state(&self) -> (WeightMap, BTreeMap<String, u64>) {
-        let mut w = WeightMap::new("<optimizer>");
+    /// Moments (`{path}.exp_avg`, `{path}.exp_avg_sq`, flattened, still on the device) plus per-path step counts, for a checkpoint.
+    pub fn export_state(&self) -> (BTreeMap<String, LazyTensor>, BTreeMap<String, u64>) {
+        let mut w = BTreeMap::new();
         let mut steps = BTreeMap::new();
         for (path, s) in &self.state {
-            w.insert(format!("{path}.exp_avg"), HostTensor::from_tensor(s.m.clone()));
-            w.insert(format!("{path}.exp_avg_sq"), HostTensor::from_tensor(s.v.clone()));
+            let shape = vec![s.m.dims()[0]];
+            w.insert(format!("{path}.exp_avg"), LazyTensor { shape: shape.clone(), tensor: s.m.clone() });
+            w.insert(format!("{path}.exp_avg_sq"), LazyTensor { shape, tensor: s.v.clone() });
             steps.insert(path.clone(), s.step);
         }
         (w, steps)

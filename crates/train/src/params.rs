@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor, TensorData};
-use sweelol_gemma::HostTensor;
+use sweelol_gemma::{HostTensor, LazyTensor};
 
 /// A parameter as seen from outside.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +161,18 @@ pub fn to_host<M: Module>(module: &M, keep: impl Fn(&str) -> bool) -> BTreeMap<S
     out
 }
 
+/// The parameters selected by `keep`, keyed by path, still on their device (for writing a
+/// checkpoint one tensor at a time).
+pub fn to_lazy<M: Module>(module: &M, keep: impl Fn(&str) -> bool) -> BTreeMap<String, LazyTensor> {
+    let mut out = BTreeMap::new();
+    visit_params(module, |path, flat, shape, _| {
+        if keep(path) {
+            out.insert(path.to_string(), LazyTensor { shape: shape.to_vec(), tensor: flat });
+        }
+    });
+    out
+}
+
 /// Loads host tensors into the parameters with the same paths. Every entry of `state` must
 /// match a parameter of the same shape; parameters absent from `state` are left alone.
 pub fn load_host<M: Module>(module: M, state: &BTreeMap<String, HostTensor>) -> Result<M, String> {
@@ -185,9 +197,16 @@ pub fn load_host<M: Module>(module: M, state: &BTreeMap<String, HostTensor>) -> 
 /// Takes the gradients of `module`'s parameters out of `grads`, flattened and keyed by path.
 /// Parameters that did not take part in the graph (or are frozen) have no entry.
 pub fn grads_by_path<M: Module>(module: &M, grads: &mut Gradients) -> BTreeMap<String, Tensor<1>> {
+    grads_by_path_plus(module, grads, None)
+}
+
+/// [`grads_by_path`], with `extra` (a parameter's id and its gradient computed outside the
+/// graph, flattened, on the plain device) added to that parameter's entry.
+pub fn grads_by_path_plus<M: Module>(module: &M, grads: &mut Gradients, extra: Option<(ParamId, Tensor<1>)>) -> BTreeMap<String, Tensor<1>> {
     struct V<'a> {
         path: PathStack,
         grads: &'a mut Gradients,
+        extra: Option<(ParamId, Tensor<1>)>,
         out: BTreeMap<String, Tensor<1>>,
     }
     impl ModuleVisitor for V<'_> {
@@ -200,13 +219,21 @@ pub fn grads_by_path<M: Module>(module: &M, grads: &mut Gradients) -> BTreeMap<S
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             // The lookup needs the leaf itself (a reshaped view is another graph node).
             let leaf = param.val();
-            if let Some(g) = leaf.grad_remove(self.grads) {
-                let n = g.shape().num_elements();
-                self.out.insert(self.path.current(), g.reshape([n]));
+            let n = leaf.shape().num_elements();
+            let mut g = leaf.grad_remove(self.grads).map(|g| g.reshape([n]));
+            if self.extra.as_ref().is_some_and(|(id, _)| *id == param.id) {
+                let (_, e) = self.extra.take().expect("checked");
+                g = Some(match g {
+                    Some(g) => g + e,
+                    None => e,
+                });
+            }
+            if let Some(g) = g {
+                self.out.insert(self.path.current(), g);
             }
         }
     }
-    let mut v = V { path: PathStack::default(), grads, out: BTreeMap::new() };
+    let mut v = V { path: PathStack::default(), grads, extra, out: BTreeMap::new() };
     module.visit(&mut v);
     v.out
 }

@@ -438,8 +438,7 @@ impl<'a> Run<'a> {
             }
             loss += out.value;
             profile::timed(Phase::Backward, || {
-                let mut g = out.loss.backward();
-                for (path, grad) in params::grads_by_path(model, &mut g) {
+                for (path, grad) in out.gradients(model) {
                     let acc = match grads.remove(&path) {
                         Some(prev) => prev + grad,
                         None => grad,
@@ -494,7 +493,7 @@ impl<'a> Run<'a> {
             adam_steps,
             last_loss: self.last_loss.unwrap_or(f64::NAN),
         };
-        let dir = checkpoint::save(&self.ckpt_root, model.trainable_state(), &moments, &state, t.keep_checkpoints)?;
+        let dir = checkpoint::save(&self.ckpt_root, &model.trainable_state(), &moments, &state, t.keep_checkpoints)?;
         self.last_checkpoint = Some(dir);
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use sweelol_train::{chunked_lm_loss, params, TokenBatch};
+use sweelol_train::{chunked_lm_loss, params, LossOutput, TokenBatch};
 
 /// Mean cross-entropy from the whole `[B*T, V]` logits, written out with logsumexp so it
 /// shares no code with the chunked path.
@@ -23,9 +23,8 @@ fn full_logits_loss(model: &sweelol_gemma::Gemma3, tb: &TokenBatch, device: &Dev
     (lse - picked).sum() / n as f32
 }
 
-fn grads_of(model: &sweelol_gemma::Gemma3, loss: Tensor<1>) -> BTreeMap<String, Vec<f32>> {
-    let mut g = loss.backward();
-    params::grads_by_path(model, &mut g)
+fn grads_of(model: &sweelol_gemma::Gemma3, loss: LossOutput) -> BTreeMap<String, Vec<f32>> {
+    loss.gradients(model)
         .into_iter()
         .map(|(k, t)| (k, t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()))
         .collect()
@@ -40,7 +39,7 @@ fn chunked_loss_and_gradients_match_full_logits() {
 
     let full = full_logits_loss(&model, &tb, &device);
     let full_value = full.clone().inner().into_scalar::<f32>() as f64;
-    let full_grads = grads_of(&model, full);
+    let full_grads = grads_of(&model, LossOutput::new(full, full_value, tb.targets.len()));
     let n_params = params::param_infos(&model).len();
     assert_eq!(full_grads.len(), n_params, "every parameter gets a gradient");
 
@@ -53,7 +52,7 @@ fn chunked_loss_and_gradients_match_full_logits() {
         assert!(diff < 1e-5, "value differs by {diff}");
         assert!((tensor_value - out.value).abs() < 1e-6, "returned tensor holds the value");
 
-        let grads = grads_of(&model, out.loss);
+        let grads = grads_of(&model, out);
         assert_eq!(grads.len(), n_params);
         let mut worst = (0.0f32, String::new());
         for (path, g) in &grads {
@@ -91,11 +90,12 @@ fn accumulated_micro_batches_equal_one_big_batch() {
     assert_eq!(denom as usize, big.targets.len());
 
     let whole = model.loss(&big, 8, denom);
-    let whole_grads = grads_of(&model, whole.loss);
+    let whole_value = whole.value;
+    let whole_grads = grads_of(&model, whole);
     let (o1, o2) = (model.loss(&b1, 8, denom), model.loss(&b2, 8, denom));
     let value = o1.value + o2.value;
-    let (g1, g2) = (grads_of(&model, o1.loss), grads_of(&model, o2.loss));
-    assert!((value - whole.value).abs() < 1e-5, "{value} vs {}", whole.value);
+    let (g1, g2) = (grads_of(&model, o1), grads_of(&model, o2));
+    assert!((value - whole_value).abs() < 1e-5, "{value} vs {whole_value}");
     let worst = whole_grads
         .iter()
         .map(|(k, g)| {
@@ -103,6 +103,6 @@ fn accumulated_micro_batches_equal_one_big_batch() {
             max_abs_diff(&sum, g)
         })
         .fold(0.0f32, f32::max);
-    println!("accumulation: |value diff| {:.1e}, max |grad diff| {worst:.1e}", (value - whole.value).abs());
+    println!("accumulation: |value diff| {:.1e}, max |grad diff| {worst:.1e}", (value - whole_value).abs());
     assert!(worst < 1e-5, "{worst}");
 }

@@ -36,8 +36,8 @@ fn whole_model_gradients_match_central_differences() {
 
     // Autodiff gradients through the trainer's loss (chunked head, 5 rows a chunk).
     let out = model.loss(&tb, 5, tb.targets.len() as f64);
-    let mut g = out.loss.backward();
-    let grads: BTreeMap<String, Vec<f32>> = params::grads_by_path(&model, &mut g)
+    let grads: BTreeMap<String, Vec<f32>> = out
+        .gradients(&model)
         .into_iter()
         .map(|(k, t)| (k, t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()))
         .collect();

@@ -1,0 +1,190 @@
+//! Fast paths for tensors in host memory (burn's CPU backend, `flex`).
+//!
+//! burn runs `gelu_approximate` as eight separate tensor operations (a `powf`, a
+//! `tanh`, adds and multiplies, each a full pass that allocates), and autodiff adds one
+//! backward per operation. On the CPU that was about a seventh of an evaluation's time
+//! (`docs/perf.md`). Here GeGLU, `gelu_tanh(gate) · up`, is one vectorised pass over host
+//! memory; under autodiff its gradient is put back into the graph with constant
+//! coefficients (see [`geglu`]). Other backends keep burn's operations.
+
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// Whether tensors on `device` live in host memory.
+pub fn runs_on_host(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
+/// The data of `t` as f32 on the host; no copy when the tensor owns its buffer alone.
+pub fn host_f32<const D: usize>(t: Tensor<D>) -> TensorData {
+    let data = t.into_data();
+    if data.dtype() == DType::F32 {
+        data
+    } else {
+        data.convert::<f32>()
+    }
+}
+
+/// `gelu_tanh(gate) · up`, as transformers' `GELUTanh` then the product (f32).
+///
+/// On the host this is one pass. When a gradient must flow, the result is
+/// `h + (gate·A + up·B − detach(gate·A + up·B))` with the constants
+/// `A = gelu'(gate)·up`, `B = gelu(gate)` from the same pass: its value is exactly `h`
+/// (the bracket is a tensor minus itself) and its gradients are exactly
+/// `A·dy` and `B·dy`, the product rule — two multiplies in backward instead of eight
+/// operations and their backwards.
+pub fn geglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let device = gate.device();
+    if !runs_on_host(&device) || gate.dims() != up.dims() {
+        return gelu_approximate(gate) * up;
+    }
+    let dims = gate.dims();
+    let tracked = gate.is_tracked() || up.is_tracked();
+    let g = host_f32(gate.clone().inner());
+    let u = host_f32(up.clone().inner());
+    let (g, u) = (g.as_slice::<f32>().expect("f32"), u.as_slice::<f32>().expect("f32"));
+    let n = g.len();
+    let tensor = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
+    let part = |i: usize, len: usize| (&g[i * CHUNK..i * CHUNK + len], &u[i * CHUNK..i * CHUNK + len]);
+    let mut h = vec![0.0f32; n];
+    if !tracked {
+        h.par_chunks_mut(CHUNK).enumerate().for_each(|(i, h)| {
+            let (g, u) = part(i, h.len());
+            geglu_values(g, u, h)
+        });
+        return tensor(h);
+    }
+    let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+    h.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks_mut(CHUNK))
+        .zip(b.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(i, ((h, a), b))| {
+            let (g, u) = part(i, h.len());
+            geglu_with_slopes(g, u, h, a, b)
+        });
+    let t = gate * tensor(a) + up * tensor(b);
+    tensor(h) + (t.clone() - t.detach())
+}
+
+/// Elements per parallel task.
+const CHUNK: usize = 16 * 1024;
+
+/// `sqrt(2/π)`, as transformers' `GELUTanh` (and burn) use it.
+const SQRT_2_OVER_PI: f32 = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2) as f32;
+const GELU_CUBIC: f32 = 0.044715;
+
+fn geglu_values(g: &[f32], u: &[f32], h: &mut [f32]) {
+    dispatch(|| {
+        for ((h, &x), &u) in h.iter_mut().zip(g).zip(u) {
+            let t = tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
+            *h = 0.5 * x * (1.0 + t) * u;
+        }
+    })
+}
+
+fn geglu_with_slopes(g: &[f32], u: &[f32], h: &mut [f32], a: &mut [f32], b: &mut [f32]) {
+    dispatch(|| {
+        for ((((h, a), b), &x), &u) in h.iter_mut().zip(a.iter_mut()).zip(b.iter_mut()).zip(g).zip(u) {
+            let t = tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
+            let gelu = 0.5 * x * (1.0 + t);
+            let slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
+            *h = gelu * u;
+            *a = slope * u;
+            *b = gelu;
+        }
+    })
+}
+
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them (the loops above are written
+/// so the compiler vectorises them), else as built.
+#[inline(always)]
+fn dispatch(f: impl FnOnce()) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2(f: impl FnOnce()) {
+            f()
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+/// `tanh(x)` in f32 without branches, so loops over it vectorise: `(1 − e)/(1 + e)` with
+/// `e = exp(−2|x|)`, the sign put back. Absolute error within a few units of 2⁻²⁴,
+/// which is what `1 + tanh` and `1 − tanh²` above need.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let e = exp_neg(-2.0 * x.abs());
+    let t = (1.0 - e) / (1.0 + e);
+    t.copysign(x)
+}
+
+/// `exp(x)` for `x ≤ 0` (Cody–Waite reduction, degree-6 polynomial), branch-free; 0 below
+/// −87.
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.0);
+    // Round to nearest with the 1.5·2²³ trick (exact for |x·log2e| < 2²²).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_890_5)))));
+    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gelu64(x: f64) -> f64 {
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+    }
+
+    #[test]
+    fn tanh_is_within_a_few_units_of_f64() {
+        let mut worst = 0.0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        for x in [-1e4f32, -90.0, -20.0, 20.0, 90.0, 1e4, 0.0, -0.0, 1e-30] {
+            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(worst < 3e-7, "worst absolute error {worst}");
+    }
+
+    #[test]
+    fn gelu_and_its_slope_match_f64() {
+        let xs: Vec<f32> = (-6000..=6000).map(|i| i as f32 * 1e-3).collect();
+        let us: Vec<f32> = xs.iter().map(|x| 1.5 - x * 0.25).collect();
+        let n = xs.len();
+        let (mut h, mut a, mut b) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        geglu_with_slopes(&xs, &us, &mut h, &mut a, &mut b);
+        let mut h2 = vec![0.0; n];
+        geglu_values(&xs, &us, &mut h2);
+        for i in 0..n {
+            let (x, u) = (xs[i] as f64, us[i] as f64);
+            let eps = 1e-6;
+            let slope = (gelu64(x + eps) - gelu64(x - eps)) / (2.0 * eps);
+            let close = |got: f32, want: f64, tol: f64| (got as f64 - want).abs() <= tol * (1.0 + want.abs());
+            assert!(close(b[i], gelu64(x), 1e-6), "gelu({x}) = {} vs {}", b[i], gelu64(x));
+            assert!(close(h[i], gelu64(x) * u, 1e-6), "h at {x}");
+            assert!(close(a[i], slope * u, 1e-5), "slope at {x}: {} vs {}", a[i], slope * u);
+            assert_eq!(h[i], h2[i], "values-only pass differs at {x}");
+        }
+    }
+}
