@@ -35,35 +35,45 @@ pub fn host_f32<const D: usize>(t: Tensor<D>) -> TensorData {
 /// `A·dy` and `B·dy`, the product rule — two multiplies in backward instead of eight
 /// operations and their backwards.
 pub fn geglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
-    let device = gate.device();
-    if !runs_on_host(&device) || gate.dims() != up.dims() {
+    if !runs_on_host(&gate.device()) || gate.dims() != up.dims() {
         return gelu_approximate(gate) * up;
     }
-    let dims = gate.dims();
-    let tracked = gate.is_tracked() || up.is_tracked();
-    let g = host_f32(gate.clone().inner());
-    let u = host_f32(up.clone().inner());
+    if gate.is_tracked() || up.is_tracked() {
+        geglu_tracked(gate, up)
+    } else {
+        geglu_untracked(gate, up)
+    }
+}
+
+/// Values only: the inputs' buffers are handed over (no copy when nothing else holds them).
+fn geglu_untracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let (dims, device) = (gate.dims(), gate.device());
+    let (g, u) = (host_f32(gate.inner()), host_f32(up.inner()));
+    let (g, u) = (g.as_slice::<f32>().expect("f32"), u.as_slice::<f32>().expect("f32"));
+    let mut h = vec![0.0f32; g.len()];
+    h.par_chunks_mut(CHUNK).enumerate().for_each(|(i, h)| {
+        let at = i * CHUNK..i * CHUNK + h.len();
+        geglu_values(&g[at.clone()], &u[at], h)
+    });
+    Tensor::from_data(TensorData::new(h, dims), &device)
+}
+
+/// Values and the constant-coefficient gradient (see [`geglu`]); the inputs stay in the graph.
+fn geglu_tracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let (dims, device) = (gate.dims(), gate.device());
+    let (g, u) = (host_f32(gate.clone().inner()), host_f32(up.clone().inner()));
     let (g, u) = (g.as_slice::<f32>().expect("f32"), u.as_slice::<f32>().expect("f32"));
     let n = g.len();
-    let tensor = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
-    let part = |i: usize, len: usize| (&g[i * CHUNK..i * CHUNK + len], &u[i * CHUNK..i * CHUNK + len]);
-    let mut h = vec![0.0f32; n];
-    if !tracked {
-        h.par_chunks_mut(CHUNK).enumerate().for_each(|(i, h)| {
-            let (g, u) = part(i, h.len());
-            geglu_values(g, u, h)
-        });
-        return tensor(h);
-    }
-    let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut h, mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
     h.par_chunks_mut(CHUNK)
         .zip(a.par_chunks_mut(CHUNK))
         .zip(b.par_chunks_mut(CHUNK))
         .enumerate()
         .for_each(|(i, ((h, a), b))| {
-            let (g, u) = part(i, h.len());
-            geglu_with_slopes(g, u, h, a, b)
+            let at = i * CHUNK..i * CHUNK + h.len();
+            geglu_with_slopes(&g[at.clone()], &u[at], h, a, b)
         });
+    let tensor = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
     let t = gate * tensor(a) + up * tensor(b);
     tensor(h) + (t.clone() - t.detach())
 }

@@ -88,8 +88,12 @@ impl View for &LazyTensor {
     }
     fn data(&self) -> Cow<'_, [u8]> {
         let data = crate::host::host_f32(self.tensor.clone());
-        let floats = data.as_slice::<f32>().expect("f32 data");
-        Cow::Owned(floats.iter().flat_map(|x| x.to_le_bytes()).collect())
+        if cfg!(target_endian = "little") {
+            Cow::Owned(data.as_bytes().to_vec())
+        } else {
+            let floats = data.as_slice::<f32>().expect("f32 data");
+            Cow::Owned(floats.iter().flat_map(|x| x.to_le_bytes()).collect())
+        }
     }
     fn data_len(&self) -> usize {
         self.shape.iter().product::<usize>() * 4
