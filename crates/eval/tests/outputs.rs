@@ -99,7 +99,17 @@ fn a_torn_last_line_is_rescored_and_finished_lines_kept() {
     let torn = format!("{}\n{}\n{}", whole[0], whole[1], &whole[2][..whole[2].len() / 2]);
     std::fs::write(out.join(format!("{TASK}.jsonl")), torn).unwrap();
     run(&options(&out, 3, "none")).unwrap();
-    assert_eq!(lines(&out), whole);
+    let again = lines(&out);
+    assert_eq!(again[..2], whole[..2], "finished lines are kept as written");
+    // The torn document is scored again, now alone instead of in a batch of three: the
+    // same result up to the batching's rounding (as `lm_eval_fixture` allows, 1e-4).
+    let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&again[2]).unwrap(), serde_json::from_str(&whole[2]).unwrap());
+    assert_eq!((&a["doc_id"], &a["gold"], &a["acc"]), (&b["doc_id"], &b["gold"], &b["acc"]));
+    let lls = |v: &serde_json::Value| v["loglikelihoods"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    for (x, y) in lls(&a).iter().zip(lls(&b)) {
+        assert!((x - y).abs() < 1e-4, "rescored {x} vs {y}");
+    }
+    assert_eq!(again.len(), 3);
 }
 
 #[test]

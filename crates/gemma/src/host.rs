@@ -88,8 +88,8 @@ const GELU_CUBIC: f32 = 0.044715;
 fn geglu_values(g: &[f32], u: &[f32], h: &mut [f32]) {
     dispatch(|| {
         for ((h, &x), &u) in h.iter_mut().zip(g).zip(u) {
-            let t = tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
-            *h = 0.5 * x * (1.0 + t) * u;
+            let s = one_plus_tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
+            *h = 0.5 * x * s * u;
         }
     })
 }
@@ -97,9 +97,10 @@ fn geglu_values(g: &[f32], u: &[f32], h: &mut [f32]) {
 fn geglu_with_slopes(g: &[f32], u: &[f32], h: &mut [f32], a: &mut [f32], b: &mut [f32]) {
     dispatch(|| {
         for ((((h, a), b), &x), &u) in h.iter_mut().zip(a.iter_mut()).zip(b.iter_mut()).zip(g).zip(u) {
-            let t = tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
-            let gelu = 0.5 * x * (1.0 + t);
-            let slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
+            let s = one_plus_tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
+            let gelu = 0.5 * x * s;
+            // 1 − tanh² = (1 + tanh)(1 − tanh) = s·(2 − s).
+            let slope = 0.5 * s + 0.5 * x * s * (2.0 - s) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
             *h = gelu * u;
             *a = slope * u;
             *b = gelu;
@@ -133,6 +134,15 @@ pub fn tanh(x: f32) -> f32 {
     let e = exp_neg(-2.0 * x.abs());
     let t = (1.0 - e) / (1.0 + e);
     t.copysign(x)
+}
+
+/// `1 + tanh(x)` = `2·sigmoid(2x)`, without the cancellation of `1 + tanh(x)` for negative
+/// `x` (where GELU's value and slope are tiny): `2/(1 + e)` or `2e/(1 + e)`, `e = exp(−2|x|)`.
+#[inline(always)]
+pub fn one_plus_tanh(x: f32) -> f32 {
+    let e = exp_neg(-2.0 * x.abs());
+    let num = if x < 0.0 { 2.0 * e } else { 2.0 };
+    num / (1.0 + e)
 }
 
 /// `exp(x)` for `x ≤ 0` (Cody–Waite reduction, degree-6 polynomial), branch-free; 0 below
@@ -175,6 +185,34 @@ mod tests {
             worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
         }
         assert!(worst < 3e-7, "worst absolute error {worst}");
+    }
+
+    #[test]
+    fn one_plus_tanh_keeps_its_relative_accuracy_in_the_negative_tail() {
+        for i in 0..=2000 {
+            let x = -(i as f32) * 0.02;
+            // 2·sigmoid(2x) in f64: `1 + tanh` would cancel in f64 too.
+            let want = 2.0 / (1.0 + (-2.0 * x as f64).exp());
+            let got = one_plus_tanh(x) as f64;
+            assert!((got - want).abs() <= 1e-6 * want, "1 + tanh({x}) = {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn an_element_s_result_does_not_depend_on_where_it_sits() {
+        // Vectorised loop bodies and their scalar remainders must agree bit for bit, so a
+        // document scores the same alone or inside a batch.
+        let xs: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.7331).sin() * 6.0).collect();
+        let us: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.291).cos()).collect();
+        let mut whole = vec![0.0; 1000];
+        geglu_values(&xs, &us, &mut whole);
+        for offset in [1, 3, 7, 13] {
+            let mut part = vec![0.0; 1000 - offset];
+            geglu_values(&xs[offset..], &us[offset..], &mut part);
+            for (i, p) in part.iter().enumerate() {
+                assert_eq!(p.to_bits(), whole[i + offset].to_bits(), "element {} at offset {offset}", i + offset);
+            }
+        }
     }
 
     #[test]
