@@ -126,16 +126,6 @@ fn dispatch(f: impl FnOnce()) {
     f()
 }
 
-/// `tanh(x)` in f32 without branches, so loops over it vectorise: `(1 − e)/(1 + e)` with
-/// `e = exp(−2|x|)`, the sign put back. Absolute error within a few units of 2⁻²⁴,
-/// which is what `1 + tanh` and `1 − tanh²` above need.
-#[inline(always)]
-pub fn tanh(x: f32) -> f32 {
-    let e = exp_neg(-2.0 * x.abs());
-    let t = (1.0 - e) / (1.0 + e);
-    t.copysign(x)
-}
-
 /// `1 + tanh(x)` = `2·sigmoid(2x)`, without the cancellation of `1 + tanh(x)` for negative
 /// `x` (where GELU's value and slope are tiny): `2/(1 + e)` or `2e/(1 + e)`, `e = exp(−2|x|)`.
 #[inline(always)]
@@ -145,8 +135,8 @@ pub fn one_plus_tanh(x: f32) -> f32 {
     num / (1.0 + e)
 }
 
-/// `exp(x)` for `x ≤ 0` (Cody–Waite reduction, degree-6 polynomial), branch-free; 0 below
-/// −87.
+/// `exp(x)` for `x ≤ 0` (Cody–Waite reduction, degree-6 polynomial), branch-free; `x` is
+/// clamped at −87 (exp ≈ 1.6e-38, the smallest normal range).
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -175,21 +165,8 @@ mod tests {
     }
 
     #[test]
-    fn tanh_is_within_a_few_units_of_f64() {
-        let mut worst = 0.0f64;
-        for i in -200_000..=200_000 {
-            let x = i as f32 * 1e-4;
-            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
-        }
-        for x in [-1e4f32, -90.0, -20.0, 20.0, 90.0, 1e4, 0.0, -0.0, 1e-30] {
-            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
-        }
-        assert!(worst < 3e-7, "worst absolute error {worst}");
-    }
-
-    #[test]
-    fn one_plus_tanh_keeps_its_relative_accuracy_in_the_negative_tail() {
-        for i in 0..=2000 {
+    fn one_plus_tanh_keeps_its_relative_accuracy_even_in_the_negative_tail() {
+        for i in -2000..=2000 {
             let x = -(i as f32) * 0.02;
             // 2·sigmoid(2x) in f64: `1 + tanh` would cancel in f64 too.
             let want = 2.0 / (1.0 + (-2.0 * x as f64).exp());
