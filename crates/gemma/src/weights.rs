@@ -61,10 +61,22 @@ impl View for &HostTensor {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        le_bytes(&self.data)
     }
     fn data_len(&self) -> usize {
         self.data.len() * 4
+    }
+}
+
+/// `floats` as the little-endian bytes safetensors stores: the memory itself on a
+/// little-endian host (no copy), a converted copy elsewhere.
+fn le_bytes(floats: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: an f32 is 4 initialised bytes and u8 needs no alignment, so the slice's
+        // memory read as `4 * len` bytes is valid for as long as `floats` is borrowed.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(floats.as_ptr().cast::<u8>(), floats.len() * 4) })
+    } else {
+        Cow::Owned(floats.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
 }
 
@@ -88,12 +100,7 @@ impl View for &LazyTensor {
     }
     fn data(&self) -> Cow<'_, [u8]> {
         let data = crate::host::host_f32(self.tensor.clone());
-        if cfg!(target_endian = "little") {
-            Cow::Owned(data.as_bytes().to_vec())
-        } else {
-            let floats = data.as_slice::<f32>().expect("f32 data");
-            Cow::Owned(floats.iter().flat_map(|x| x.to_le_bytes()).collect())
-        }
+        Cow::Owned(le_bytes(data.as_slice::<f32>().expect("f32 data")).into_owned())
     }
     fn data_len(&self) -> usize {
         self.shape.iter().product::<usize>() * 4
