@@ -21,14 +21,18 @@ pub struct TrainOutput {
 pub fn run_technique(cfg: &TechniqueRun, device: &Device) -> anyhow::Result<TrainOutput> {
     let run = &cfg.run;
     let ctx = || format!("{} from {}", cfg.technique.name(), run.file.display());
-    let report: RunReport = match &cfg.technique {
+    let report: anyhow::Result<RunReport> = match &cfg.technique {
         TechniqueConfig::FullFinetune(s) => sweelol_full_finetune::run(run, s, device),
         TechniqueConfig::Lora(s) => sweelol_lora::run(run, s, device),
         TechniqueConfig::PromptTuning(s) => sweelol_prompt_tuning::run(run, s, device),
         TechniqueConfig::Pruning(s) => sweelol_pruning::run(run, s, device),
         TechniqueConfig::Distill(s) => sweelol_distill::run(run, s, device),
     }
-    .with_context(ctx)?;
+    .with_context(ctx);
+    // The run's model, optimizer and activations are gone: hand their pages back before
+    // the next job (a study's next row, a bench's evaluation).
+    sweelol_backend::release_freed_memory();
+    let report = report?;
     let mut details = serde_json::to_value(&report)?;
     // Sparse models carry their sparsity report; put it in the record too.
     let sparsity = report.artifact_dir.join(sweelol_pruning::REPORT_FILE);

@@ -6,7 +6,7 @@
 
 mod host_memory;
 
-pub use host_memory::keep_freed_memory;
+pub use host_memory::{keep_freed_memory, release_freed_memory};
 
 use std::fmt;
 use std::str::FromStr;

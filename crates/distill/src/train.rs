@@ -11,6 +11,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sweelol_gemma::{load_pretrained, save_hf_dir, Gemma3};
 use sweelol_train::config::resolve_source;
+use sweelol_train::lookup;
 use sweelol_train::loss::head_logits;
 use sweelol_train::{
     artifact_dir, autodiff_device, chunked_head_loss, export_sparse, prepare, run_technique, LossOutput, Masks,
@@ -92,7 +93,8 @@ impl TrainableModel for KdModel {
     fn loss(&self, batch: &TokenBatch, chunk_rows: usize, denom: f64) -> LossOutput {
         let device = self.student.device();
         let ids = batch.input_tensor(&device);
-        let hidden = self.student.hidden_states(self.student.embed(ids.clone()), None);
+        let (embeds, lookup) = lookup::embed(&self.student, ids.clone());
+        let hidden = self.student.hidden_states(embeds, None);
         // Teacher rows at the scored positions, without a graph.
         let t_embeds = match &self.teacher_table {
             Some(table) => table.embed(batch, &device),
@@ -122,7 +124,8 @@ impl TrainableModel for KdModel {
                     .zip(&targets[rows])
                     .map(|((s, t), &target)| forward_kl_row(s, t, target as usize, &self.cfg, cap, scale))
                     .sum()
-            });
+            })
+            .with_lookup(lookup);
         }
         let t_embed = match &self.teacher_table {
             // Held-out loss (no gradient): a device copy of the table for this call.
@@ -136,6 +139,7 @@ impl TrainableModel for KdModel {
             let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [rows.len()]), &sdev);
             kd_loss(student_logits, teacher_logits, ids, &self.cfg)
         })
+        .with_lookup(lookup)
     }
 
     fn after_step(&mut self) {

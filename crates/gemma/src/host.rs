@@ -7,6 +7,7 @@
 //! memory; under autodiff its gradient is put back into the graph with constant
 //! coefficients (see [`geglu`]). Other backends keep burn's operations.
 
+use burn::backend::Flex;
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
@@ -24,6 +25,22 @@ pub fn host_f32<const D: usize>(t: Tensor<D>) -> TensorData {
     } else {
         data.convert::<f32>()
     }
+}
+
+/// `f` on the f32 data of `t`, without autodiff. A contiguous f32 tensor of the CPU backend
+/// is read where it lies, even while a parameter shares its buffer (`host_f32` would copy
+/// it twice there: burn-flex's `into_data` clones a shared buffer, then cubecl realigns the
+/// clone); anything else goes through [`host_f32`].
+pub fn with_host_f32<const D: usize, R>(t: Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let t = t.inner();
+    if runs_on_host(&t.device()) && t.dtype() == DType::F32 {
+        if let Ok(flex) = t.clone().try_into_primitive::<Flex>() {
+            if let Some((start, end)) = flex.layout().contiguous_offsets() {
+                return f(&flex.storage::<f32>()[start..end]);
+            }
+        }
+    }
+    f(host_f32(t).as_slice::<f32>().expect("f32"))
 }
 
 /// `gelu_tanh(gate) · up`, as transformers' `GELUTanh` then the product (f32).

@@ -2,6 +2,7 @@
 
 use burn::tensor::{Device, Int, Tensor};
 use sweelol_gemma::Gemma3;
+use sweelol_train::lookup::Lookup;
 use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunIdentity, RunReport, TrainError, TrainableModel};
 
 use crate::{PromptTuned, PromptTuningConfig};
@@ -14,8 +15,9 @@ impl TrainableModel for PromptTuned {
         &self.base
     }
 
-    fn hidden_states(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
-        PromptTuned::hidden_states(self, input_ids)
+    /// The base's table is frozen: its lookup stays in the graph (no gradient anyway).
+    fn hidden_states(&self, input_ids: Tensor<2, Int>) -> (Tensor<3>, Option<Lookup>) {
+        (PromptTuned::hidden_states(self, input_ids), None)
     }
 
     fn is_trainable(&self, path: &str) -> bool {

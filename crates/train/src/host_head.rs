@@ -27,9 +27,8 @@ pub struct HeadGrads {
 
 /// The embedding's `[V, H]` gradient `Σ_chunks gᵀ·rows`, either accumulated chunk by chunk
 /// or, when the logit gradients of all `n` rows take no more memory than the embedding
-/// (`n ≤ H`), kept as `G [n, V]` for one product at the end. The second way lets the caller
-/// free its copy of the embedding before the `[V, H]` buffer exists (a third less memory at
-/// the step's peak for the 270M model) and writes that buffer once instead of once per chunk.
+/// (`n ≤ H`), kept as `G [n, V]` for one product at the end. The second way writes that
+/// buffer once instead of once per chunk, and only after the head's logit chunks are gone.
 pub enum EmbedGrad {
     Done(Vec<f32>),
     Pending { g: Vec<f32> },

@@ -3,6 +3,7 @@
 //! - [`config`]: the sections every run shares (`[model]`, `[data]`, `[train]`, `[output]`);
 //!   a technique's own settings are a typed struct in its crate.
 //! - [`model`]: [`TrainableModel`], what a technique implements (Gemma3 itself = full fine-tune).
+//! - [`lookup`]: the input embedding lookup, whose gradient skips the graph on the host.
 //! - [`loss`]: next-token cross-entropy through the tied head in row chunks, with a hook for
 //!   other per-chunk losses (distillation).
 //! - [`optim`]: AdamW (decay on matrices only), global-norm clipping; [`schedule`]: warmup +
@@ -21,6 +22,7 @@ pub mod data;
 pub mod error;
 pub mod host;
 pub mod host_head;
+pub mod lookup;
 pub mod loss;
 pub mod masks;
 pub mod metrics;

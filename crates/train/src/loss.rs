@@ -23,8 +23,9 @@ use sweelol_gemma::Gemma3;
 use rayon::prelude::*;
 
 use crate::batch::Targets;
-use crate::host::{host_f32, runs_on_host};
+use crate::host::{host_f32, runs_on_host, with_host_f32};
 use crate::host_head::{self, HeadInputs};
+use crate::lookup::Lookup;
 use crate::profile::{self, Phase};
 
 /// A loss ready for backward, with its value already on the host.
@@ -39,23 +40,39 @@ pub struct LossOutput {
     /// The tied embedding's gradient from the head, computed outside the graph (see the
     /// module docs); [`gradients`](Self::gradients) adds it in.
     pub embed_grad: Option<(ParamId, Tensor<2>)>,
+    /// The input lookup whose gradient reaches the table outside the graph
+    /// ([`crate::lookup`]); [`gradients`](Self::gradients) adds it in.
+    pub lookup: Option<Lookup>,
 }
 
 impl LossOutput {
     /// A loss with nothing computed outside the graph.
     pub fn new(loss: Tensor<1>, value: f64, tokens: usize) -> Self {
-        LossOutput { loss, value, tokens, embed_grad: None }
+        LossOutput { loss, value, tokens, embed_grad: None, lookup: None }
+    }
+
+    /// This loss with the input `lookup` its hidden states came from.
+    pub fn with_lookup(self, lookup: Option<Lookup>) -> Self {
+        LossOutput { lookup, ..self }
     }
 
     /// Runs backward and returns the gradients of `module`'s parameters by path (flattened),
-    /// the head's embedding gradient included.
+    /// the head's embedding gradient and the lookup's included.
     pub fn gradients<M: Module>(self, module: &M) -> BTreeMap<String, Tensor<1>> {
         let mut g = self.loss.backward();
+        let embed_grad = match self.lookup {
+            Some(lookup) => {
+                let id = lookup.table;
+                debug_assert!(self.embed_grad.as_ref().is_none_or(|(e, _)| *e == id), "one tied table");
+                lookup.add_grad(&mut g, self.embed_grad.map(|(_, d)| d)).map(|d| (id, d))
+            }
+            None => self.embed_grad,
+        };
         let flat = |(id, t): (ParamId, Tensor<2>)| {
             let n = t.shape().num_elements();
             (id, t.reshape([n]))
         };
-        crate::params::grads_by_path_plus(module, &mut g, self.embed_grad.map(flat))
+        crate::params::grads_by_path_plus(module, &mut g, embed_grad.map(flat))
     }
 }
 
@@ -185,6 +202,7 @@ fn attach_gradients(lm: &Gemma3, rows: Tensor<2>, d_rows: Option<Tensor<2>>, d_e
             value,
             tokens,
             embed_grad: d_embed.map(|d| (lm.embed_tokens.id, d)),
+            lookup: None,
         },
         (None, Some(d)) => LossOutput::new(differentiable((lm.embed_tokens.val() * d).sum()), value, tokens),
         (None, None) => unreachable!("attach_gradients is called when something needs a gradient"),
@@ -230,19 +248,19 @@ where
     let vocab = embed.dims()[0];
     let (need_rows, need_embed) = (rows.is_tracked(), embed.is_require_grad());
     let rows_host = host_f32(rows.clone().inner());
-    let embed_host = host_f32(embed.clone().inner());
-    let inputs = HeadInputs {
-        embed: embed_host.as_slice::<f32>().expect("f32 embedding"),
-        vocab,
-        hidden: h,
-        rows: rows_host.as_slice::<f32>().expect("f32 rows"),
-        softcap: lm.config.final_logit_softcapping.map(|c| c as f32),
-    };
-    let scale = (1.0 / denom) as f32;
-    let g = host_head::fused(&inputs, chunk_rows, need_rows, need_embed, |r, z| row_grad(r, z, scale));
-    // The embedding's copy goes before its gradient's buffer is made.
-    drop(embed_host);
     let rows_slice = rows_host.as_slice::<f32>().expect("f32 rows");
+    let scale = (1.0 / denom) as f32;
+    // The table is read where it lies (no 671 MB copy per step).
+    let g = with_host_f32(embed.clone(), |embed| {
+        let inputs = HeadInputs {
+            embed,
+            vocab,
+            hidden: h,
+            rows: rows_slice,
+            softcap: lm.config.final_logit_softcapping.map(|c| c as f32),
+        };
+        host_head::fused(&inputs, chunk_rows, need_rows, need_embed, |r, z| row_grad(r, z, scale))
+    });
     let d_embed = g.d_embed.map(|d| d.finish(rows_slice, vocab, h));
     let plain = device.clone().inner();
     let d_rows = g.d_rows.map(|d| Tensor::<2>::from_data(TensorData::new(d, [n, h]), &plain));

@@ -11,6 +11,7 @@ use burn::tensor::{Int, Tensor};
 use sweelol_gemma::{Gemma3, HostTensor, LazyTensor};
 
 use crate::batch::TokenBatch;
+use crate::lookup::{self, Lookup};
 use crate::loss::{chunked_lm_loss_scaled, LossOutput};
 use crate::params;
 
@@ -19,10 +20,12 @@ pub trait TrainableModel: Module + Sized {
     fn lm(&self) -> &Gemma3;
 
     /// Final-normed hidden states `[B, T, H]`, one per input position (a technique that
-    /// prepends virtual tokens drops their positions).
-    fn hidden_states(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+    /// prepends virtual tokens drops their positions), and the input lookup when its
+    /// gradient goes around the graph ([`lookup::embed`]).
+    fn hidden_states(&self, input_ids: Tensor<2, Int>) -> (Tensor<3>, Option<Lookup>) {
         let lm = self.lm();
-        lm.hidden_states(lm.embed(input_ids), None)
+        let (embeds, lookup) = lookup::embed(lm, input_ids);
+        (lm.hidden_states(embeds, None), lookup)
     }
 
     /// The batch's loss: summed over its target tokens and divided by `denom` (the target
@@ -30,8 +33,8 @@ pub trait TrainableModel: Module + Sized {
     /// chunked head.
     fn loss(&self, batch: &TokenBatch, chunk_rows: usize, denom: f64) -> LossOutput {
         let ids = batch.input_tensor(&self.lm().device());
-        let hidden = self.hidden_states(ids);
-        chunked_lm_loss_scaled(self.lm(), hidden, &batch.targets, chunk_rows, denom)
+        let (hidden, lookup) = self.hidden_states(ids);
+        chunked_lm_loss_scaled(self.lm(), hidden, &batch.targets, chunk_rows, denom).with_lookup(lookup)
     }
 
     /// Whether the parameter at `path` trains. Frozen parameters get no gradient and no

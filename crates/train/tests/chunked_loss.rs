@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use sweelol_train::{chunked_lm_loss, params, LossOutput, TokenBatch};
+use sweelol_train::{chunked_lm_loss, params, LossOutput, TokenBatch, TrainableModel};
 
 /// Mean cross-entropy from the whole `[B*T, V]` logits, written out with logsumexp so it
 /// shares no code with the chunked path.
@@ -65,6 +65,32 @@ fn chunked_loss_and_gradients_match_full_logits() {
         println!("chunk_rows {chunk_rows}: max |grad diff| = {:.2e} (at {}), max |grad| = {gmax:.2e}", worst.0, worst.1);
         assert!(worst.0 < 1e-5, "gradient of {} differs by {}", worst.1, worst.0);
     }
+}
+
+/// The trainer's loss (`TrainableModel::loss`) looks the inputs up outside the graph on the
+/// host and adds their gradient to the table's by hand (`sweelol_train::lookup`); the
+/// reference differentiates burn's `embedding` with full logits.
+#[test]
+fn the_lookup_outside_the_graph_gives_the_same_gradients() {
+    let device = Device::flex().autodiff();
+    let model = load_tiny(&device);
+    // Repeated ids: a row used twice must get both contributions.
+    let tb = one_batch(&random_examples(3, 9, 21, 3, 40, 5));
+    let full = full_logits_loss(&model, &tb, &device);
+    let full_value = full.clone().inner().into_scalar::<f32>() as f64;
+    let full_grads = grads_of(&model, LossOutput::new(full, full_value, tb.targets.len()));
+
+    let out = model.loss(&tb, 7, tb.targets.len() as f64);
+    assert!(out.lookup.is_some(), "the host path with a training table takes the lookup outside the graph");
+    assert!((out.value - full_value).abs() < 1e-5, "{} vs {full_value}", out.value);
+    let grads = grads_of(&model, out);
+    assert_eq!(grads.len(), full_grads.len());
+    for (path, g) in &grads {
+        let d = max_abs_diff(g, &full_grads[path]);
+        assert!(d < 1e-5, "gradient of {path} differs by {d}");
+    }
+    let table = &grads["embed_tokens"];
+    assert!(table.iter().any(|&x| x != 0.0));
 }
 
 #[test]

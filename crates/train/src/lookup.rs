@@ -1,0 +1,59 @@
+//! The input embedding lookup with its gradient kept sparse (host backend).
+//!
+//! burn's `embedding` backward builds a dense `[vocab, hidden]` gradient every step (671 MB
+//! for Gemma-3-270m): a zero-filled buffer, copied once more to align it, the batch's rows
+//! scattered in, and then added to the head's own `[vocab, hidden]` gradient of the tied
+//! table. In the full fine-tune profile that was half of the decoder's backward
+//! (`docs/perf.md`, round 3). On the host the lookup is instead a gather from the table
+//! into a fresh leaf; after backward the leaf's `[B, T, H]` gradient, times the embedding
+//! scale, is added in place to the rows of the head's gradient buffer that the batch used
+//! ([`LossOutput::gradients`](crate::loss::LossOutput::gradients)). Same sums, no dense
+//! buffer of the lookup's own.
+
+use burn::module::ParamId;
+use burn::tensor::{Gradients, IndexingUpdateOp, Int, Tensor};
+use sweelol_gemma::Gemma3;
+
+use crate::host::runs_on_host;
+
+/// A lookup whose gradient reaches the table outside the graph.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The gathered, scaled rows `[B, T, H]`: the graph's leaf.
+    leaf: Tensor<3>,
+    /// The ids, flattened `[B·T]`.
+    ids: Tensor<1, Int>,
+    scale: f32,
+    vocab: usize,
+    /// The table's parameter.
+    pub table: ParamId,
+}
+
+/// [`Gemma3::embed`] of `ids`; on the host with a table that trains, the gather is a leaf
+/// and the returned [`Lookup`] carries its gradient to the table (see the module docs).
+pub fn embed(lm: &Gemma3, ids: Tensor<2, Int>) -> (Tensor<3>, Option<Lookup>) {
+    let table = lm.embed_tokens.val();
+    if !table.is_require_grad() || !runs_on_host(&table.device()) {
+        return (lm.embed(ids), None);
+    }
+    let [b, t] = ids.dims();
+    let [vocab, h] = table.dims();
+    // The same f32 product as `Gemma3::embed`.
+    let scale = (lm.config.hidden_size as f32).sqrt();
+    let ids = ids.reshape([b * t]);
+    let rows = table.inner().select(0, ids.clone()) * scale;
+    let leaf = rows.reshape([b, t, h]).autodiff().require_grad();
+    (leaf.clone(), Some(Lookup { leaf, ids, scale, vocab, table: lm.embed_tokens.id }))
+}
+
+impl Lookup {
+    /// `d_embed` (the table's gradient so far, `[V, H]`, or none) plus this lookup's
+    /// gradient from `grads`: `scale ×` the leaf's rows added at their ids, in place.
+    pub fn add_grad(self, grads: &mut Gradients, d_embed: Option<Tensor<2>>) -> Option<Tensor<2>> {
+        let Some(dx) = self.leaf.grad_remove(grads) else { return d_embed };
+        let [b, t, h] = dx.dims();
+        let dx = dx.reshape([b * t, h]) * self.scale;
+        let base = d_embed.unwrap_or_else(|| Tensor::zeros([self.vocab, h], &dx.device()));
+        Some(base.select_assign(0, self.ids, dx, IndexingUpdateOp::Add))
+    }
+}
