@@ -247,7 +247,7 @@ lora_alpha = 16.0
         let TechniqueConfig::Lora(lora) = &cfg.technique else { panic!("{:?}", cfg.technique) };
         assert_eq!((lora.r, lora.lora_alpha, lora.lora_dropout), (8, 16.0, 0.0));
         assert_eq!(cfg.run.data.path, Path::new("/cfg/dolly.jsonl.gz"), "relative to the config file");
-        assert_eq!(cfg.run.train.loss_chunk_rows, 128);
+        assert_eq!(cfg.run.train.loss_chunk_rows, 512);
 
         // The hash ignores output paths and cadence, not what shapes the weights.
         let mut other = cfg.clone();

@@ -130,7 +130,10 @@ pub struct TrainSection {
     /// Checkpoints kept on disk (oldest deleted first); at least 1.
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
-    /// Rows of the LM head evaluated at once by the chunked loss.
+    /// Rows of the LM head evaluated at once by the chunked loss. Each chunk's matrix
+    /// products read (and the CPU's GEMM repacks) the whole `[262144, 640]` table, so fewer,
+    /// larger chunks are faster: 512 rows took the Full-Finetune head from 3.3 - 3.9 to 2.3 s
+    /// a step on the 2-core bench machine, for 512 MiB of logits at a time (`docs/perf.md`).
     #[serde(default = "default_chunk_rows")]
     pub loss_chunk_rows: usize,
     /// Every micro-batch's sequence length is rounded up to a multiple of this (1 = exact
@@ -166,7 +169,7 @@ fn default_keep() -> usize {
     2
 }
 fn default_chunk_rows() -> usize {
-    128
+    512
 }
 
 impl TrainSection {

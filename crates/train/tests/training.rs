@@ -257,7 +257,7 @@ fn config_unknown_keys_are_errors_naming_file_and_key() {
     let cfg = RunConfig::load(&path).unwrap();
     assert_eq!(cfg.data.path, dir.path().join("dolly.jsonl.gz"), "relative to the config file");
     assert_eq!(cfg.output.artifact_dir, Some(dir.path().join("result")));
-    assert_eq!(cfg.train.loss_chunk_rows, 128);
+    assert_eq!(cfg.train.loss_chunk_rows, 512);
     assert_eq!(sweelol_train::artifact_dir(&cfg, "model"), dir.path().join("result"));
 
     // The hash ignores the output dirs and cadence knobs but not what shapes the weights.
