@@ -57,23 +57,31 @@ impl Linear {
         Linear { weight: Param::from_tensor(weight), delta: None }
     }
 
+    /// `x`: `[B, T, in]`. The batch and time axes are merged into one matrix product
+    /// (burn keeps `[B, T, in]` batched when `T` fills its row tiles, a GPU heuristic: on
+    /// the CPU that packs the weight once per sequence and, in backward, makes one weight
+    /// gradient per sequence and then sums them).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let base = burn::tensor::module::linear(x.clone(), self.weight.val(), None);
-        match &self.delta {
+        let [b, t, d_in] = x.dims();
+        let x = x.reshape([b * t, d_in]);
+        let base = x.clone().matmul(self.weight.val());
+        let y = match &self.delta {
             None => base,
             Some(d) => {
                 // Dropout only while a backward pass can follow (training).
                 let x = if d.dropout > 0.0 && x.is_autodiff() {
                     let keep = 1.0 - d.dropout;
                     let m = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
-                    x * m * (1.0 / keep)
+                    x * (m * (1.0 / keep))
                 } else {
                     x
                 };
-                let low = burn::tensor::module::linear(x, d.a.val(), None);
-                base + burn::tensor::module::linear(low, d.b.val(), None) * d.scale
+                let low = x.matmul(d.a.val());
+                base + low.matmul(d.b.val()) * d.scale
             }
-        }
+        };
+        let d_out = y.dims()[1];
+        y.reshape([b, t, d_out])
     }
 
     pub fn d_in(&self) -> usize {
