@@ -37,9 +37,11 @@ fn file_err(path: &Path, msg: impl ToString) -> EvalError {
     EvalError::File { path: path.to_path_buf(), msg: msg.to_string() }
 }
 
-/// Documents scored together ([`Scorer::score_docs`]): enough rows to keep two to a few
-/// cores busy on short contexts, few enough that padding to the longest costs little.
-const DOCS_PER_FORWARD: usize = 4;
+/// Documents scored together ([`Scorer::score_docs`]), and written to `<task>.jsonl` as
+/// one: their forwards are batched within a token budget, and the head scores all their
+/// rows in one product (each product reads the whole 262144-row table). A rerun after an
+/// interruption rescores at most this many documents.
+const DOCS_PER_GROUP: usize = 32;
 
 /// What to evaluate and where the data lives.
 #[derive(Clone, Debug)]
@@ -252,7 +254,7 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
         let bar = progress_bar(opts.show_progress, task.docs.len() as u64, name);
         bar.set_position(results.len() as u64);
         let task_start = Instant::now();
-        for group in task.docs[results.len()..].chunks(DOCS_PER_FORWARD) {
+        for group in task.docs[results.len()..].chunks(DOCS_PER_GROUP) {
             for r in scorer.score_docs(group, task.reports_acc_norm)? {
                 writeln!(out, "{}", serde_json::to_string(&r).unwrap()).map_err(|e| file_err(&path, e))?;
                 results.push(r);

@@ -14,6 +14,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use rayon::prelude::*;
+use sweelol_gemma::host::{runs_on_host, with_host_f32};
 use sweelol_gemma::{Gemma3, GemmaTokenizer, Result, ShapeBuckets, ShapeLog};
 
 use crate::tasks::McDoc;
@@ -31,6 +33,67 @@ pub struct DocResult {
 
 /// Padded tokens (documents × longest context) one batched forward may hold.
 const BATCH_TOKEN_BUDGET: usize = 1024;
+
+/// Rows the head scores at once: `[rows, 262144]` f32 logits (512 MiB) and their
+/// log-softmax.
+const HEAD_ROWS: usize = 512;
+
+/// Hidden rows waiting for the tied head, and what each is scored for.
+///
+/// Forwards only queue the final-normed rows whose next-token log-probabilities a document
+/// needs; [`sums`](Self::sums) then runs the head over all of a group's rows, up to
+/// [`HEAD_ROWS`] at a time. Each head product reads the whole `[262144, 640]` table (and
+/// the CPU's GEMM repacks it), so scoring a group's MMLU answers in one product instead of
+/// one per forward of four documents saves most of the head's time (`docs/perf.md`).
+#[derive(Default)]
+struct HeadQueue {
+    rows: Vec<Tensor<2>>,
+    queued: usize,
+    /// `(row, target id, (document, choice))` per scored token, in scoring order.
+    wanted: Vec<(usize, u32, (usize, usize))>,
+}
+
+impl HeadQueue {
+    /// Queues `hidden`'s rows at `flat_positions` (over `[B·T]`); returns the first's index.
+    fn push_rows(&mut self, hidden: Tensor<3>, flat_positions: &[usize]) -> usize {
+        let [b, t, h] = hidden.dims();
+        let n = flat_positions.len();
+        let idx: Vec<i64> = flat_positions.iter().map(|&p| p as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &hidden.device());
+        self.rows.push(hidden.reshape([b * t, h]).select(0, idx));
+        self.queued += n;
+        self.queued - n
+    }
+
+    /// `log p(target | row)` adds to the log-likelihood of `owner` = (document, choice).
+    fn score(&mut self, row: usize, target: u32, owner: (usize, usize)) {
+        self.wanted.push((row, target, owner));
+    }
+
+    /// The summed log-likelihoods, `[document][choice]` for `choices[document]` choices
+    /// (zeros for documents nothing was queued for). Sums run in scoring order, in f64.
+    fn sums(self, model: &Gemma3, choices: &[usize]) -> Vec<Vec<f64>> {
+        let mut sums: Vec<Vec<f64>> = choices.iter().map(|&n| vec![0.0; n]).collect();
+        if self.queued == 0 {
+            return sums;
+        }
+        let rows = Tensor::cat(self.rows, 0);
+        let mut logps = vec![0.0; self.wanted.len()];
+        for start in (0..self.queued).step_by(HEAD_ROWS) {
+            let len = HEAD_ROWS.min(self.queued - start);
+            let logits = model.lm_head(rows.clone().narrow(0, start, len));
+            let here: Vec<usize> = (0..self.wanted.len()).filter(|&k| (start..start + len).contains(&self.wanted[k].0)).collect();
+            let picks: Vec<(usize, u32)> = here.iter().map(|&k| (self.wanted[k].0 - start, self.wanted[k].1)).collect();
+            for (k, lp) in here.into_iter().zip(log_probs(logits, &picks)) {
+                logps[k] = lp;
+            }
+        }
+        for ((_, _, (doc, choice)), lp) in self.wanted.iter().zip(logps) {
+            sums[*doc][*choice] += lp;
+        }
+        sums
+    }
+}
 
 /// lm-eval's `_encode_pair`: `(context_ids, continuation_ids)`.
 pub fn encode_pair(tok: &GemmaTokenizer, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
@@ -91,6 +154,14 @@ impl<'a> Scorer<'a> {
 
     /// Summed log-probabilities of each continuation after `context`.
     pub fn loglikelihoods(&self, context: &str, continuations: &[String]) -> Result<Vec<f64>> {
+        let mut queue = HeadQueue::default();
+        self.queue_continuations(&mut queue, 0, context, continuations)?;
+        Ok(queue.sums(self.model, &[continuations.len()]).remove(0))
+    }
+
+    /// Runs the decoder for `continuations` after `context` and queues the rows that
+    /// score them, as document `doc` (see [`HeadQueue`]).
+    fn queue_continuations(&self, queue: &mut HeadQueue, doc: usize, context: &str, continuations: &[String]) -> Result<()> {
         let model = self.model;
         let device = model.device();
         let mut ctx_ids: Option<Vec<u32>> = None;
@@ -107,39 +178,37 @@ impl<'a> Scorer<'a> {
         self.shape_log.record(1, ctx_ids.len());
         let hidden = model.hidden_states(self.embed(&ctx_ids, true), Some(&mut cache));
         let last = hidden.dims()[1] - 1;
-        let first_rows = log_softmax(model.logits_at(hidden, &[last]), 1);
-        let first_ids: Vec<u32> = conts.iter().map(|c| c[0]).collect();
-        let mut sums: Vec<f64> = gather_rows(first_rows, &vec![0; conts.len()], &first_ids);
+        let row = queue.push_rows(hidden, &[last]);
+        for (c, cont) in conts.iter().enumerate() {
+            queue.score(row, cont[0], (doc, c));
+        }
 
         // 2. Longer continuations, batched on the repeated cache, right-padded.
         let longer: Vec<usize> = (0..conts.len()).filter(|&i| conts[i].len() > 1).collect();
         if !longer.is_empty() {
             let width = longer.iter().map(|&i| conts[i].len() - 1).max().unwrap();
             let mut ids = Vec::with_capacity(longer.len() * width);
-            let mut rows = Vec::new();
-            let mut targets = Vec::new();
-            let mut owners = Vec::new();
+            let mut positions = Vec::new();
+            let mut wanted = Vec::new();
             for (b, &i) in longer.iter().enumerate() {
                 let input = &conts[i][..conts[i].len() - 1];
                 ids.extend(input.iter().map(|&x| x as i64));
                 ids.extend(std::iter::repeat_n(self.tokenizer.pad_id as i64, width - input.len()));
                 for t in 0..input.len() {
-                    rows.push(b * width + t);
-                    targets.push(conts[i][t + 1]);
-                    owners.push(i);
+                    positions.push(b * width + t);
+                    wanted.push((conts[i][t + 1], (doc, i)));
                 }
             }
             let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [longer.len(), width]), &device);
             self.shape_log.record(longer.len(), width);
             let mut batch_cache = cache.repeat_batch(longer.len());
             let hidden = model.hidden_states(model.embed(tokens), Some(&mut batch_cache));
-            let logp = log_softmax(model.logits_at(hidden, &rows), 1);
-            let picked = gather_rows(logp, &(0..rows.len()).collect::<Vec<_>>(), &targets);
-            for (owner, lp) in owners.into_iter().zip(picked) {
-                sums[owner] += lp;
+            let first = queue.push_rows(hidden, &positions);
+            for (k, (target, owner)) in wanted.into_iter().enumerate() {
+                queue.score(first + k, target, owner);
             }
         }
-        Ok(sums)
+        Ok(())
     }
 
     /// Scores one document; `with_norm` adds acc_norm (HellaSwag).
@@ -164,12 +233,13 @@ impl<'a> Scorer<'a> {
     }
 
     /// Scores several documents, in order. Those whose answers are all one token after a
-    /// shared context (MMLU's letters) run in one right-padded forward of their contexts —
+    /// shared context (MMLU's letters) run in right-padded forwards of their contexts —
     /// more work per operation keeps every core busy, and causal attention means the
-    /// padding never reaches a real position; the others go one by one through
-    /// [`score_doc`](Self::score_doc).
+    /// padding never reaches a real position; the others run one by one through the KV
+    /// cache. The head then scores every queued row of the group at once ([`HeadQueue`]).
     pub fn score_docs(&self, docs: &[McDoc], with_norm: bool) -> Result<Vec<DocResult>> {
         let mut results: Vec<Option<DocResult>> = vec![None; docs.len()];
+        let mut queue = HeadQueue::default();
         let mut batch: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
         for (i, doc) in docs.iter().enumerate() {
             let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..doc.choices.len())
@@ -182,7 +252,8 @@ impl<'a> Scorer<'a> {
             } else if self.fixed_shapes() {
                 results[i] = Some(doc_result(doc, self.full_sequences(&pairs), with_norm));
             } else {
-                results[i] = Some(self.score_doc(doc, with_norm)?);
+                let continuations: Vec<String> = (0..doc.choices.len()).map(|c| doc.continuation(c)).collect();
+                self.queue_continuations(&mut queue, i, &doc.context, &continuations)?;
             }
         }
         // Shortest first, and only as many per forward as keep the padded size within
@@ -195,16 +266,21 @@ impl<'a> Scorer<'a> {
                 .take_while(|&k| k == 1 || k * rest[k - 1].1.len() <= BATCH_TOKEN_BUDGET)
                 .last()
                 .unwrap_or(1);
-            for (i, ll) in self.one_token_batch(&rest[..take]) {
+            self.queue_one_token(&mut queue, &rest[..take]);
+            rest = &rest[take..];
+        }
+        let choices: Vec<usize> = docs.iter().map(|d| d.choices.len()).collect();
+        for (i, ll) in queue.sums(self.model, &choices).into_iter().enumerate() {
+            if results[i].is_none() {
                 results[i] = Some(doc_result(&docs[i], ll, with_norm));
             }
-            rest = &rest[take..];
         }
         Ok(results.into_iter().map(|r| r.expect("every document scored")).collect())
     }
 
-    /// `(index, log-likelihoods)` for `(index, context ids, one answer id per choice)`.
-    fn one_token_batch(&self, batch: &[(usize, Vec<u32>, Vec<u32>)]) -> Vec<(usize, Vec<f64>)> {
+    /// One forward of the contexts of `(document, context ids, one answer id per choice)`;
+    /// queues each context's last row, scored for every answer.
+    fn queue_one_token(&self, queue: &mut HeadQueue, batch: &[(usize, Vec<u32>, Vec<u32>)]) {
         let model = self.model;
         let contexts: Vec<&[u32]> = batch.iter().map(|(_, ctx, _)| ctx.as_slice()).collect();
         let (tokens, width) = self.padded_tokens(&contexts);
@@ -212,15 +288,12 @@ impl<'a> Scorer<'a> {
         let total = hidden.dims()[1];
         let offset = total - width; // virtual tokens, if any, come first
         let last: Vec<usize> = batch.iter().enumerate().map(|(b, (_, ctx, _))| b * total + offset + ctx.len() - 1).collect();
-        let logp = log_softmax(model.logits_at(hidden, &last), 1);
-        let mut rows = Vec::new();
-        let mut picked = Vec::new();
-        for (b, (_, _, answers)) in batch.iter().enumerate() {
-            rows.extend(std::iter::repeat_n(b, answers.len()));
-            picked.extend(answers);
+        let first = queue.push_rows(hidden, &last);
+        for (b, (doc, _, answers)) in batch.iter().enumerate() {
+            for (c, &answer) in answers.iter().enumerate() {
+                queue.score(first + b, answer, (*doc, c));
+            }
         }
-        let mut lls = gather_rows(logp, &rows, &picked).into_iter();
-        batch.iter().map(|(i, _, answers)| (*i, lls.by_ref().take(answers.len()).collect())).collect()
     }
 }
 
@@ -265,8 +338,8 @@ impl Scorer<'_> {
                 owners.push(b);
             }
         }
-        let logp = log_softmax(model.logits_at(hidden, &positions), 1);
-        let picked = gather_rows(logp, &(0..positions.len()).collect::<Vec<_>>(), &targets);
+        let picks: Vec<(usize, u32)> = targets.into_iter().enumerate().collect();
+        let picked = log_probs(model.logits_at(hidden, &positions), &picks);
         let mut sums = vec![0.0; pairs.len()];
         for (owner, lp) in owners.into_iter().zip(picked) {
             sums[owner] += lp;
@@ -285,12 +358,34 @@ fn doc_result(doc: &McDoc, ll: Vec<f64>, with_norm: bool) -> DocResult {
     DocResult { doc_id: doc.doc_id, gold: doc.gold, loglikelihoods: ll, acc, acc_norm }
 }
 
-/// `logp[rows[k], ids[k]]` for every k, summed in f64 on the host.
-fn gather_rows(logp: Tensor<2>, rows: &[usize], ids: &[u32]) -> Vec<f64> {
-    let n = rows.len();
+/// `log_softmax(logits)[row, id]` for every `(row, id)` of `picks`. On the host, one pass
+/// per row over its logits (the maximum, then `Σ exp` in f64), with no `[rows, vocab]`
+/// log-softmax tensor and its temporaries; elsewhere burn's `log_softmax` (f32) and a
+/// gather. The two agree to f32 rounding (`lm_eval_fixture` checks both against lm-eval).
+fn log_probs(logits: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
+    if !runs_on_host(&logits.device()) {
+        return gather_rows(log_softmax(logits, 1), picks);
+    }
+    let vocab = logits.dims()[1];
+    with_host_f32(logits, |z| {
+        let lse: Vec<f64> = z
+            .par_chunks(vocab)
+            .map(|row| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
+                max as f64 + sum.ln()
+            })
+            .collect();
+        picks.iter().map(|&(r, id)| z[r * vocab + id as usize] as f64 - lse[r]).collect()
+    })
+}
+
+/// `logp[row, id]` for every `(row, id)` of `picks`, read back as f64.
+fn gather_rows(logp: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
+    let n = picks.len();
     let device = logp.device();
-    let r = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|&x| x as i64).collect::<Vec<_>>(), [n]), &device);
-    let c = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [n, 1]), &device);
+    let r = Tensor::<1, Int>::from_data(TensorData::new(picks.iter().map(|&(r, _)| r as i64).collect::<Vec<_>>(), [n]), &device);
+    let c = Tensor::<2, Int>::from_data(TensorData::new(picks.iter().map(|&(_, id)| id as i64).collect::<Vec<_>>(), [n, 1]), &device);
     let picked = logp.select(0, r).gather(1, c);
     picked.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32").into_iter().map(f64::from).collect()
 }
