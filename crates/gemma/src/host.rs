@@ -9,7 +9,7 @@
 
 use burn::backend::Flex;
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Whether tensors on `device` live in host memory.
@@ -93,6 +93,49 @@ fn geglu_tracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     let tensor = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
     let t = gate * tensor(a) + up * tensor(b);
     tensor(h) + (t.clone() - t.detach())
+}
+
+/// Inverted dropout: each element of `x` kept and scaled by `1 / (1 - p)` with probability
+/// `1 - p`, else zeroed — burn's `Bernoulli` draw and two multiplies, as one host pass that
+/// writes the scaled mask (then one multiply in the graph, whose backward is the same
+/// mask). On the host, the mask comes from a counter-based generator (SplitMix64 of the
+/// element's index) seeded by one draw from the device's RNG, so a run that seeds the
+/// device per step draws the same masks when resumed. Other backends use burn's draw.
+pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
+    let keep = 1.0 - p;
+    let device = x.device();
+    if !runs_on_host(&device) {
+        let m = x.random_like(Distribution::Bernoulli(keep));
+        return x * (m * (1.0 / keep));
+    }
+    let dims = x.dims();
+    let draw = host_f32(Tensor::<1>::random([2], Distribution::Default, &device).inner());
+    let draw = draw.as_slice::<f32>().expect("f32");
+    let seed = ((draw[0].to_bits() as u64) << 32) | draw[1].to_bits() as u64;
+    let mask = dropout_mask(dims.iter().product(), keep, seed);
+    x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
+}
+
+/// `n` multipliers, each `1 / keep` with probability `keep` (the top 32 bits of the
+/// element's SplitMix64 value below `keep · 2³²`), else 0.
+fn dropout_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut mask = vec![0.0f32; n];
+    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+        for (j, m) in out.iter_mut().enumerate() {
+            let r = splitmix64(seed.wrapping_add(((c * CHUNK + j) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            *m = if r >> 32 < threshold { scale } else { 0.0 };
+        }
+    });
+    mask
+}
+
+/// SplitMix64's output function (Steele, Lea, Flood 2014).
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Elements per parallel task.
@@ -228,5 +271,26 @@ mod tests {
             assert!(close(a[i], slope * u, 1e-5), "slope at {x}: {} vs {}", a[i], slope * u);
             assert_eq!(h[i], h2[i], "values-only pass differs at {x}");
         }
+    }
+
+    #[test]
+    fn dropout_keeps_the_asked_share_scaled_and_repeats_with_the_device_seed() {
+        let device = Device::flex();
+        let x = || Tensor::<2>::ones([1000, 1000], &device);
+        let draw = |seed: u64| {
+            device.seed(seed);
+            dropout(x(), 0.05).into_data().try_into_vec::<f32>().unwrap()
+        };
+        let (a, again, other) = (draw(7), draw(7), draw(8));
+        let scale = (1.0 / 0.95f64) as f32;
+        assert!(a.iter().all(|&v| v == 0.0 || v == scale), "every element dropped or scaled by 1/keep");
+        let kept = a.iter().filter(|&&v| v != 0.0).count() as f64 / a.len() as f64;
+        let sigma = (0.95f64 * 0.05 / a.len() as f64).sqrt();
+        assert!((kept - 0.95).abs() < 5.0 * sigma, "kept {kept}");
+        assert_eq!(a, again, "the same device seed draws the same mask");
+        assert_ne!(a, other);
+        // Neighbours are not correlated: P(both kept) = keep² within 5 sigma.
+        let pairs = a.windows(2).filter(|w| w[0] != 0.0 && w[1] != 0.0).count() as f64 / (a.len() - 1) as f64;
+        assert!((pairs - 0.9025).abs() < 5.0 * (0.9025f64 * 0.0975 / a.len() as f64).sqrt(), "pairs {pairs}");
     }
 }

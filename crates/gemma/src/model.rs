@@ -69,15 +69,10 @@ impl Linear {
             None => base,
             Some(d) => {
                 // Dropout only while a backward pass can follow (training).
-                let x = if d.dropout > 0.0 && x.is_autodiff() {
-                    let keep = 1.0 - d.dropout;
-                    let m = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
-                    x * (m * (1.0 / keep))
-                } else {
-                    x
-                };
+                let x = if d.dropout > 0.0 && x.is_autodiff() { crate::host::dropout(x, d.dropout) } else { x };
+                // The scale goes on `B` (`[r, out]`), not on the `[tokens, out]` product.
                 let low = x.matmul(d.a.val());
-                base + low.matmul(d.b.val()) * d.scale
+                base + low.matmul(d.b.val() * d.scale)
             }
         };
         let d_out = y.dims()[1];
