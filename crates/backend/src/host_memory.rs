@@ -30,7 +30,6 @@ pub fn keep_freed_memory() {
     }
 }
 
-
 /// Gives the heap's free memory back to the OS (glibc's `malloc_trim`: the free top, and
 /// whole free pages inside the heap). Call between jobs in one process (one technique's
 /// run and the next, training and evaluation): the memory [`keep_freed_memory`] kept for

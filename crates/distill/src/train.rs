@@ -53,6 +53,8 @@ pub struct KdModel {
 pub struct TeacherTable {
     data: Arc<TensorData>,
     hidden: usize,
+    /// The teacher's [`Gemma3::embed_scale`].
+    scale: f32,
 }
 
 impl TeacherTable {
@@ -61,18 +63,18 @@ impl TeacherTable {
         let table = teacher.embed_tokens.val();
         let [_, hidden] = table.dims();
         let device = table.device();
+        let scale = teacher.embed_scale();
         teacher.embed_tokens = Param::from_tensor(Tensor::zeros([1, hidden], &device));
-        (teacher, TeacherTable { data: Arc::new(host_f32(table.inner())), hidden })
+        (teacher, TeacherTable { data: Arc::new(host_f32(table.inner())), hidden, scale })
     }
 
     fn rows(&self) -> &[f32] {
         self.data.as_slice::<f32>().expect("f32 table")
     }
 
-    /// `Gemma3::embed` from the host table: each id's row times sqrt(hidden), in f32.
+    /// `Gemma3::embed` from the host table: each id's row times the embedding scale, in f32.
     fn embed(&self, batch: &TokenBatch, device: &Device) -> Tensor<3> {
-        let (h, rows) = (self.hidden, self.rows());
-        let scale = (h as f32).sqrt();
+        let (h, rows, scale) = (self.hidden, self.rows(), self.scale);
         let mut out = Vec::with_capacity(batch.input_ids.len() * h);
         for &id in &batch.input_ids {
             out.extend(rows[id as usize * h..(id as usize + 1) * h].iter().map(|x| x * scale));

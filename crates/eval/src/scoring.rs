@@ -154,29 +154,25 @@ impl<'a> Scorer<'a> {
 
     /// Summed log-probabilities of each continuation after `context`.
     pub fn loglikelihoods(&self, context: &str, continuations: &[String]) -> Result<Vec<f64>> {
+        let pairs: Vec<(Vec<u32>, Vec<u32>)> = continuations.iter().map(|c| self.encode_pair(context, c)).collect::<Result<_>>()?;
         let mut queue = HeadQueue::default();
-        self.queue_continuations(&mut queue, 0, context, continuations)?;
+        self.queue_continuations(&mut queue, 0, &pairs);
         Ok(queue.sums(self.model, &[continuations.len()]).remove(0))
     }
 
-    /// Runs the decoder for `continuations` after `context` and queues the rows that
-    /// score them, as document `doc` (see [`HeadQueue`]).
-    fn queue_continuations(&self, queue: &mut HeadQueue, doc: usize, context: &str, continuations: &[String]) -> Result<()> {
+    /// Runs the decoder for encoded `(context, continuation)` pairs that share the first
+    /// pair's context and queues the rows that score them, as document `doc` (see
+    /// [`HeadQueue`]).
+    fn queue_continuations(&self, queue: &mut HeadQueue, doc: usize, pairs: &[(Vec<u32>, Vec<u32>)]) {
         let model = self.model;
         let device = model.device();
-        let mut ctx_ids: Option<Vec<u32>> = None;
-        let mut conts = Vec::with_capacity(continuations.len());
-        for c in continuations {
-            let (ctx, cont) = self.encode_pair(context, c)?;
-            ctx_ids.get_or_insert(ctx);
-            conts.push(cont);
-        }
-        let ctx_ids = ctx_ids.unwrap_or_default();
+        let ctx_ids: &[u32] = pairs.first().map_or(&[], |(ctx, _)| ctx);
+        let conts: Vec<&Vec<u32>> = pairs.iter().map(|(_, cont)| cont).collect();
 
         // 1. The shared context, once: its last position predicts every first token.
         let mut cache = model.new_cache();
         self.shape_log.record(1, ctx_ids.len());
-        let hidden = model.hidden_states(self.embed(&ctx_ids, true), Some(&mut cache));
+        let hidden = model.hidden_states(self.embed(ctx_ids, true), Some(&mut cache));
         let last = hidden.dims()[1] - 1;
         let row = queue.push_rows(hidden, &[last]);
         for (c, cont) in conts.iter().enumerate() {
@@ -208,7 +204,6 @@ impl<'a> Scorer<'a> {
                 queue.score(first + k, target, owner);
             }
         }
-        Ok(())
     }
 
     /// Scores one document; `with_norm` adds acc_norm (HellaSwag).
@@ -252,8 +247,7 @@ impl<'a> Scorer<'a> {
             } else if self.fixed_shapes() {
                 results[i] = Some(doc_result(doc, self.full_sequences(&pairs), with_norm));
             } else {
-                let continuations: Vec<String> = (0..doc.choices.len()).map(|c| doc.continuation(c)).collect();
-                self.queue_continuations(&mut queue, i, &doc.context, &continuations)?;
+                self.queue_continuations(&mut queue, i, &pairs);
             }
         }
         // Shortest first, and only as many per forward as keep the padded size within

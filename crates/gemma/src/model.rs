@@ -363,10 +363,14 @@ impl Gemma3 {
         self.embed_tokens.val().device()
     }
 
-    /// Token embeddings times sqrt(hidden): `[B, T]` ids to `[B, T, H]`.
+    /// What input embeddings are multiplied by: sqrt(hidden), in f32 as transformers does.
+    pub fn embed_scale(&self) -> f32 {
+        (self.config.hidden_size as f32).sqrt()
+    }
+
+    /// Token embeddings times [`embed_scale`](Self::embed_scale): `[B, T]` ids to `[B, T, H]`.
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let scale = (self.config.hidden_size as f32).sqrt();
-        burn::tensor::module::embedding(self.embed_tokens.val(), tokens) * scale
+        burn::tensor::module::embedding(self.embed_tokens.val(), tokens) * self.embed_scale()
     }
 
     /// [`embed`](Self::embed) after trained virtual-token embeddings `prefix` `[n, H]` (prompt

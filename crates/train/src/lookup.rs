@@ -38,8 +38,7 @@ pub fn embed(lm: &Gemma3, ids: Tensor<2, Int>) -> (Tensor<3>, Option<Lookup>) {
     }
     let [b, t] = ids.dims();
     let [vocab, h] = table.dims();
-    // The same f32 product as `Gemma3::embed`.
-    let scale = (lm.config.hidden_size as f32).sqrt();
+    let scale = lm.embed_scale();
     let ids = ids.reshape([b * t]);
     let rows = table.inner().select(0, ids.clone()) * scale;
     let leaf = rows.reshape([b, t, h]).autodiff().require_grad();
