@@ -11,13 +11,11 @@
 //! Faster than lm-eval, with the same numbers: the context runs once and its KV cache is
 //! shared by all choices, and the LM head runs only at scored positions.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use rayon::prelude::*;
-use sweelol_gemma::host::{runs_on_host, with_host_f32};
 use sweelol_gemma::{Gemma3, GemmaTokenizer, Result, ShapeBuckets, ShapeLog};
 
+use crate::head::token_log_probs;
 use crate::tasks::McDoc;
 
 /// One document's outcome, as written to `<task>.jsonl`.
@@ -34,15 +32,11 @@ pub struct DocResult {
 /// Padded tokens (documents × longest context) one batched forward may hold.
 const BATCH_TOKEN_BUDGET: usize = 1024;
 
-/// Rows the head scores at once: `[rows, 262144]` f32 logits (512 MiB) and their
-/// log-softmax.
-const HEAD_ROWS: usize = 512;
-
 /// Hidden rows waiting for the tied head, and what each is scored for.
 ///
 /// Forwards only queue the final-normed rows whose next-token log-probabilities a document
-/// needs; [`sums`](Self::sums) then runs the head over all of a group's rows, up to
-/// [`HEAD_ROWS`] at a time. Each head product reads the whole `[262144, 640]` table (and
+/// needs; [`sums`](Self::sums) then runs the head over all of a group's rows at once
+/// ([`token_log_probs`]). Each head product reads the whole `[262144, 640]` table (and
 /// the CPU's GEMM repacks it), so scoring a group's MMLU answers in one product instead of
 /// one per forward of four documents saves most of the head's time (`docs/perf.md`).
 #[derive(Default)]
@@ -78,16 +72,8 @@ impl HeadQueue {
             return sums;
         }
         let rows = Tensor::cat(self.rows, 0);
-        let mut logps = vec![0.0; self.wanted.len()];
-        for start in (0..self.queued).step_by(HEAD_ROWS) {
-            let len = HEAD_ROWS.min(self.queued - start);
-            let logits = model.lm_head(rows.clone().narrow(0, start, len));
-            let here: Vec<usize> = (0..self.wanted.len()).filter(|&k| (start..start + len).contains(&self.wanted[k].0)).collect();
-            let picks: Vec<(usize, u32)> = here.iter().map(|&k| (self.wanted[k].0 - start, self.wanted[k].1)).collect();
-            for (k, lp) in here.into_iter().zip(log_probs(logits, &picks)) {
-                logps[k] = lp;
-            }
-        }
+        let picks: Vec<(usize, u32)> = self.wanted.iter().map(|&(row, target, _)| (row, target)).collect();
+        let logps = token_log_probs(model, rows, &picks);
         for ((_, _, (doc, choice)), lp) in self.wanted.iter().zip(logps) {
             sums[*doc][*choice] += lp;
         }
@@ -324,21 +310,21 @@ impl Scorer<'_> {
         let hidden = model.hidden_states(model.embed_with_prefix(self.prefix.as_ref(), tokens), None);
         let total = hidden.dims()[1];
         let offset = total - width; // virtual tokens, if any, come first
-        let (mut positions, mut targets, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+        // One head pass for all pairs: pair `b` is choice `b` of one document.
+        let mut queue = HeadQueue::default();
+        let mut wanted = Vec::new();
+        let mut positions = Vec::new();
         for (b, (ctx, cont)) in pairs.iter().enumerate() {
             for (k, &id) in cont.iter().enumerate() {
                 positions.push(b * total + offset + ctx.len() - 1 + k);
-                targets.push(id);
-                owners.push(b);
+                wanted.push((id, (0, b)));
             }
         }
-        let picks: Vec<(usize, u32)> = targets.into_iter().enumerate().collect();
-        let picked = log_probs(model.logits_at(hidden, &positions), &picks);
-        let mut sums = vec![0.0; pairs.len()];
-        for (owner, lp) in owners.into_iter().zip(picked) {
-            sums[owner] += lp;
+        let first = queue.push_rows(hidden, &positions);
+        for (k, (target, owner)) in wanted.into_iter().enumerate() {
+            queue.score(first + k, target, owner);
         }
-        sums
+        queue.sums(model, &[pairs.len()]).remove(0)
     }
 }
 
@@ -350,36 +336,4 @@ fn doc_result(doc: &McDoc, ll: Vec<f64>, with_norm: bool) -> DocResult {
         (argmax(&normed) == doc.gold) as u8 as f64
     });
     DocResult { doc_id: doc.doc_id, gold: doc.gold, loglikelihoods: ll, acc, acc_norm }
-}
-
-/// `log_softmax(logits)[row, id]` for every `(row, id)` of `picks`. On the host, one pass
-/// per row over its logits (the maximum, then `Σ exp` in f64), with no `[rows, vocab]`
-/// log-softmax tensor and its temporaries; elsewhere burn's `log_softmax` (f32) and a
-/// gather. The two agree to f32 rounding (`lm_eval_fixture` checks both against lm-eval).
-fn log_probs(logits: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
-    if !runs_on_host(&logits.device()) {
-        return gather_rows(log_softmax(logits, 1), picks);
-    }
-    let vocab = logits.dims()[1];
-    with_host_f32(logits, |z| {
-        let lse: Vec<f64> = z
-            .par_chunks(vocab)
-            .map(|row| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
-                max as f64 + sum.ln()
-            })
-            .collect();
-        picks.iter().map(|&(r, id)| z[r * vocab + id as usize] as f64 - lse[r]).collect()
-    })
-}
-
-/// `logp[row, id]` for every `(row, id)` of `picks`, read back as f64.
-fn gather_rows(logp: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
-    let n = picks.len();
-    let device = logp.device();
-    let r = Tensor::<1, Int>::from_data(TensorData::new(picks.iter().map(|&(r, _)| r as i64).collect::<Vec<_>>(), [n]), &device);
-    let c = Tensor::<2, Int>::from_data(TensorData::new(picks.iter().map(|&(_, id)| id as i64).collect::<Vec<_>>(), [n, 1]), &device);
-    let picked = logp.select(0, r).gather(1, c);
-    picked.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32").into_iter().map(f64::from).collect()
 }

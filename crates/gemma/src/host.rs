@@ -171,11 +171,11 @@ fn geglu_with_slopes(g: &[f32], u: &[f32], h: &mut [f32], a: &mut [f32], b: &mut
 /// Runs `f` compiled for AVX2 + FMA when the CPU has them (the loops above are written
 /// so the compiler vectorises them), else as built.
 #[inline(always)]
-fn dispatch(f: impl FnOnce()) {
+fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn with_avx2(f: impl FnOnce()) {
+        unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -184,6 +184,66 @@ fn dispatch(f: impl FnOnce()) {
         }
     }
     f()
+}
+
+/// The largest element of `z` (`-inf` when empty; NaNs are skipped), sixteen lanes at a
+/// time: `f32::max` in a fold does not vectorise.
+pub fn max(z: &[f32]) -> f32 {
+    dispatch(|| {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let chunks = z.chunks_exact(16);
+        let mut m = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        for c in chunks {
+            for (l, &x) in lanes.iter_mut().zip(c) {
+                if x > *l {
+                    *l = x;
+                }
+            }
+        }
+        for l in lanes {
+            if l > m {
+                m = l;
+            }
+        }
+        m
+    })
+}
+
+/// `Σ exp(zᵢ − shift)` for `zᵢ ≤ shift` (log-sum-exp's sum with `shift` the maximum),
+/// summed in f64, eight lanes at a time with [`exp_neg`] (libm's scalar `expf` was a tenth
+/// of an evaluation's time).
+pub fn sum_exp(z: &[f32], shift: f32) -> f64 {
+    dispatch(|| {
+        let mut lanes = [0.0f64; 8];
+        let chunks = z.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|&x| exp_neg(x - shift) as f64).sum();
+        for c in chunks {
+            for (l, &x) in lanes.iter_mut().zip(c) {
+                *l += exp_neg(x - shift) as f64;
+            }
+        }
+        lanes.iter().sum::<f64>() + tail
+    })
+}
+
+/// [`sum_exp`] that also leaves `exp(zᵢ − shift)` in place of each `zᵢ`.
+pub fn exp_in_place(z: &mut [f32], shift: f32) -> f64 {
+    dispatch(|| {
+        let mut lanes = [0.0f64; 8];
+        let mut chunks = z.chunks_exact_mut(8);
+        for c in chunks.by_ref() {
+            for (l, x) in lanes.iter_mut().zip(c) {
+                *x = exp_neg(*x - shift);
+                *l += *x as f64;
+            }
+        }
+        let mut tail = 0.0f64;
+        for x in chunks.into_remainder() {
+            *x = exp_neg(*x - shift);
+            tail += *x as f64;
+        }
+        lanes.iter().sum::<f64>() + tail
+    })
 }
 
 /// `1 + tanh(x)` = `2·sigmoid(2x)`, without the cancellation of `1 + tanh(x)` for negative
@@ -222,6 +282,29 @@ mod tests {
     fn gelu64(x: f64) -> f64 {
         let c = (2.0 / std::f64::consts::PI).sqrt();
         0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+    }
+
+    #[test]
+    fn max_and_sums_of_exponentials_match_f64() {
+        // 1003 elements: vector bodies and a scalar tail, a maximum inside the tail too.
+        for n in [0usize, 5, 1003] {
+            let mut z: Vec<f32> = (0..n).map(|i| (i as f32 * 0.377).sin() * 30.0 - 10.0).collect();
+            if n > 0 {
+                z[n - 1] = 25.0;
+            }
+            let want_max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&z), want_max, "{n} elements");
+            let shift = if n > 0 { want_max } else { 0.0 };
+            let want: f64 = z.iter().map(|&x| ((x - shift) as f64).exp()).sum();
+            let got = sum_exp(&z, shift);
+            assert!((got - want).abs() <= 1e-6 * want.max(1e-30), "Σ exp over {n}: {got} vs {want}");
+            let mut e = z.clone();
+            assert_eq!(exp_in_place(&mut e, shift), got, "same sum in place");
+            for (x, e) in z.iter().zip(&e) {
+                let want = ((x - shift) as f64).exp();
+                assert!((*e as f64 - want).abs() <= 1e-6 * want + 1e-37, "exp({x} - {shift}) = {e} vs {want}");
+            }
+        }
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - [`generate`]: greedy / temperature / top-p decoding.
 //! - [`pretrained`]: load a model + tokenizer from any source name.
 //! - [`host`]: one-pass kernels for tensors in host memory (CPU backend).
+//! - [`gemm`]: matrix products on host memory into buffers we own (CPU backend).
 //! - [`shapes`]: fixed forward shapes for backends that compile kernels per shape.
 
 pub mod config;
 pub mod error;
+pub mod gemm;
 pub mod generate;
 pub mod gguf;
 pub mod host;

@@ -64,7 +64,7 @@ impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d_in] = x.dims();
         let x = x.reshape([b * t, d_in]);
-        let base = x.clone().matmul(self.weight.val());
+        let base = crate::gemm::matmul(x.clone(), self.weight.val());
         let y = match &self.delta {
             None => base,
             Some(d) => {

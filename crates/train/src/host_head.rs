@@ -8,12 +8,13 @@
 //! embedding's: three GEMMs and two passes over the buffer, instead of an autodiff graph
 //! that allocates a fresh `[V, H]` gradient per chunk and adds them up.
 //!
-//! Matrices are row-major `f32` slices; GEMMs are the `gemm` crate's (the ones burn's CPU
-//! backend uses), multi-threaded with rayon.
+//! Matrices are row-major `f32` slices; GEMMs are [`sweelol_gemma::gemm::gemm_f32`].
 
 use std::ops::Range;
 
 use rayon::prelude::*;
+use sweelol_gemma::gemm::gemm_f32;
+use sweelol_gemma::host;
 
 /// The summed loss and gradients, already multiplied by `scale`.
 pub struct HeadGrads {
@@ -66,49 +67,6 @@ impl HeadInputs<'_> {
     }
 }
 
-/// `dst[m, n] (+)= lhs · rhs` with explicit strides (column stride, row stride), in f32.
-#[allow(clippy::too_many_arguments)]
-fn gemm_f32(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    (dst_cs, dst_rs): (isize, isize),
-    accumulate: bool,
-    lhs: &[f32],
-    (lhs_cs, lhs_rs): (isize, isize),
-    rhs: &[f32],
-    (rhs_cs, rhs_rs): (isize, isize),
-) {
-    let last = |cs: isize, rs: isize, rows: usize, cols: usize| (rows as isize - 1) * rs + (cols as isize - 1) * cs;
-    assert!(last(dst_cs, dst_rs, m, n) < dst.len() as isize, "gemm: dst too small");
-    assert!(last(lhs_cs, lhs_rs, m, k) < lhs.len() as isize, "gemm: lhs too small");
-    assert!(last(rhs_cs, rhs_rs, k, n) < rhs.len() as isize, "gemm: rhs too small");
-    // SAFETY: the asserts above keep every index the strides reach inside the slices,
-    // and `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_cs,
-            dst_rs,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
-}
-
 /// Soft-caps a row of raw logits in place (`cap · tanh(z / cap)`); returns the capped
 /// values when there is a cap, which [`softcap_backward`] needs.
 pub fn softcap_forward(z: &mut [f32], softcap: Option<f32>) -> Option<Vec<f32>> {
@@ -141,14 +99,10 @@ pub fn log_sum_exp(row: &[f32], temperature: f32) -> (f32, f64) {
 /// cross-entropy.
 pub fn cross_entropy_row(z: &mut [f32], target: usize, softcap: Option<f32>, scale: f32) -> f64 {
     let capped = softcap_forward(z, softcap);
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = host::max(z);
     let picked = z[target];
     // exp once, kept in place; the sum in f64.
-    let mut sum = 0.0f64;
-    for x in z.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x as f64;
-    }
+    let sum = host::exp_in_place(z, max);
     let loss = max as f64 + sum.ln() - picked as f64;
     let inv = (1.0 / sum) as f32;
     for x in z.iter_mut() {
