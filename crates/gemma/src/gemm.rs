@@ -120,7 +120,7 @@ mod tests {
             let want = reference(&a, &b, m, k, n);
             let lhs = Tensor::<2>::from_data(TensorData::new(a, [m, k]), &device);
             let rhs = Tensor::<2>::from_data(TensorData::new(b, [k, n]), &device);
-            let got = matmul(lhs, rhs).into_data().to_vec::<f32>().unwrap();
+            let got = matmul(lhs, rhs).into_data().try_to_vec::<f32>().unwrap();
             let worst = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
             assert!(worst < 1e-4 * k as f64, "[{m}, {k}] · [{k}, {n}]: worst error {worst}");
         }

@@ -71,13 +71,14 @@ fn a_padded_run_uses_one_shape_and_reaches_the_same_weights() {
     // Weights agree to rounding amplified by Adam: its first steps move every weight by
     // about lr (2e-3) times the sign of its gradient, however small, so a gradient within
     // rounding of zero can step either way. All but a handful of weights agree far below
-    // one step (5e-4), and none by a whole step.
+    // one step (5e-4); one that stepped the other way once is two steps (4e-3) apart at
+    // most, which bounds the rest.
     let (a, b) = (params::to_host(&exact.model, |_| true), params::to_host(&padded.model, |_| true));
     let diff = a.iter().map(|(k, x)| max_abs_diff(&x.data, &b[k].data)).fold(0.0f32, f32::max);
     let far: usize = a.iter().map(|(k, x)| x.data.iter().zip(&b[k].data).filter(|(p, q)| (*p - *q).abs() > 5e-4).count()).sum();
     let total: usize = a.values().map(|x| x.data.len()).sum();
     println!("max |weight difference| after 6 steps = {diff:e}; {far} of {total} weights differ by more than 5e-4");
-    assert!(diff < 2e-3, "padding changed a trained weight by {diff}, more than one step");
+    assert!(diff < 4e-3, "padding changed a trained weight by {diff}, more than two opposite steps");
     assert!(far <= 4, "padding changed {far} trained weights by more than 5e-4");
     // Each step's record says how many new shapes it brought.
     assert_eq!(steps(&padded.metrics_path, "new_shapes"), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
