@@ -45,6 +45,11 @@ pub struct KdModel {
     pub cfg: DistillConfig,
 }
 
+/// Rows of teacher logits the fused KD head holds at once: `[256, 262144]` f32 is 256 MiB
+/// next to the student's chunk. A whole 512-row chunk's teacher logits (512 MiB) put
+/// KD-Pruned, the study's largest row, at the 8 GiB line (`docs/perf.md`, round 4).
+const TEACHER_ROWS: usize = 256;
+
 /// The teacher's embedding table held on the host, for the CPU backend. The fused head
 /// reads the table every step; copying it out of the model each time held a second 0.67 GB
 /// copy (for the 270M model) at the step's memory peak. So it is moved out once: the
@@ -118,14 +123,25 @@ impl TrainableModel for KdModel {
             // `run` checked that teacher and student share the vocabulary.
             let vocab = self.student.embed_tokens.val().dims()[0];
             let cap = softcap.map(|c| c as f32);
+            let mut t_logits = Vec::new();
             return host_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |rows, z, scale| {
-                let teacher = HeadInputs { embed: t_embed, vocab, hidden: h, rows: &t_rows[rows.start * h..rows.end * h], softcap: None };
-                let mut t_logits = host_head::logits(&teacher);
-                z.par_chunks_mut(vocab)
-                    .zip(t_logits.par_chunks_mut(vocab))
-                    .zip(&targets[rows])
-                    .map(|((s, t), &target)| forward_kl_row(s, t, target as usize, &self.cfg, cap, scale))
-                    .sum()
+                // The teacher's logits [`TEACHER_ROWS`] rows at a time, in one reused buffer.
+                t_logits.resize(TEACHER_ROWS.min(rows.len()) * vocab, 0.0);
+                let mut loss = 0.0;
+                for start in rows.clone().step_by(TEACHER_ROWS) {
+                    let sub = start..(start + TEACHER_ROWS).min(rows.end);
+                    let teacher = HeadInputs { embed: t_embed, vocab, hidden: h, rows: &t_rows[sub.start * h..sub.end * h], softcap: None };
+                    let t = &mut t_logits[..sub.len() * vocab];
+                    host_head::logits_into(&teacher, t);
+                    let s = &mut z[(sub.start - rows.start) * vocab..(sub.end - rows.start) * vocab];
+                    loss += s
+                        .par_chunks_mut(vocab)
+                        .zip(t.par_chunks_mut(vocab))
+                        .zip(&targets[sub])
+                        .map(|((s, t), &target)| forward_kl_row(s, t, target as usize, &self.cfg, cap, scale))
+                        .sum::<f64>();
+                }
+                loss
             })
             .with_lookup(lookup);
         }

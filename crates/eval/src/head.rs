@@ -142,3 +142,59 @@ fn gather_rows(logp: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
     let picked = logp.select(0, r).gather(1, c);
     picked.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32").into_iter().map(f64::from).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed.wrapping_mul(97)) % 1999) as f32 / 999.0 - 1.0).collect()
+    }
+
+    /// `log_softmax` of one row's logits, written out from the definition in f64.
+    fn reference(head: &Head, row: &[f32], id: usize) -> f64 {
+        let z: Vec<f64> = (0..head.vocab)
+            .map(|j| {
+                let dot: f64 = (0..head.hidden).map(|k| row[k] as f64 * head.embed[j * head.hidden + k] as f64).sum();
+                head.softcap.map_or(dot, |c| c as f64 * (dot / c as f64).tanh())
+            })
+            .collect();
+        let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        z[id] - max - z.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
+    }
+
+    #[test]
+    fn blocked_log_probs_match_the_definition_across_blocks() {
+        // Three vocabulary blocks, the last one partial; one row's largest logit sits in the
+        // last block (so its running sum is rescaled), picks in every block.
+        let (vocab, hidden, n) = (2 * VOCAB_BLOCK + 517, 8, 5);
+        let mut embed = values(vocab * hidden, 1);
+        let rows = values(n * hidden, 2);
+        for k in 0..hidden {
+            embed[(vocab - 3) * hidden + k] = 4.0 * rows[2 * hidden + k];
+        }
+        let picks: Vec<(usize, u32)> = vec![(0, 7), (2, (vocab - 3) as u32), (2, 4100), (4, (vocab - 1) as u32), (1, 8200), (0, 9)];
+        for softcap in [None, Some(2.5f32)] {
+            let head = Head { embed: &embed, vocab, hidden, softcap };
+            let got = head.log_probs(&rows, &picks);
+            for (&(r, id), g) in picks.iter().zip(&got) {
+                let want = reference(&head, &rows[r * hidden..(r + 1) * hidden], id as usize);
+                assert!((g - want).abs() < 1e-5, "row {r}, token {id}, {softcap:?}: {g} vs {want}");
+            }
+        }
+        assert!(Head { embed: &embed, vocab, hidden, softcap: None }.log_probs(&rows, &[(2, (vocab - 3) as u32)])[0] > -0.5);
+    }
+
+    #[test]
+    fn row_chunks_put_answers_back_in_pick_order() {
+        let n = 2 * HEAD_ROWS + 3;
+        let picks: Vec<(usize, u32)> = vec![(n - 1, 1), (0, 2), (HEAD_ROWS, 3), (5, 4)];
+        let mut seen = Vec::new();
+        let got = by_row_chunks(n, &picks, |rows, here| {
+            seen.push(rows.clone());
+            here.iter().map(|&(r, id)| (rows.start + r) as f64 * 10.0 + id as f64).collect()
+        });
+        assert_eq!(got, [(n - 1) as f64 * 10.0 + 1.0, 2.0, HEAD_ROWS as f64 * 10.0 + 3.0, 54.0]);
+        assert_eq!(seen, [0..HEAD_ROWS, HEAD_ROWS..2 * HEAD_ROWS, 2 * HEAD_ROWS..n]);
+    }
+}

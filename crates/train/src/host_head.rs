@@ -115,10 +115,16 @@ pub fn cross_entropy_row(z: &mut [f32], target: usize, softcap: Option<f32>, sca
 
 /// `rows · embedᵀ` (`[n, V]`, raw: not soft-capped), e.g. a teacher's logits.
 pub fn logits(x: &HeadInputs) -> Vec<f32> {
-    let (v, h, n) = (x.vocab, x.hidden, x.num_rows());
-    let mut z = vec![0.0f32; n * v];
-    gemm_f32((n, v, h), &mut z, (1, v as isize), false, x.rows, (1, h as isize), x.embed, (h as isize, 1));
+    let mut z = vec![0.0f32; x.num_rows() * x.vocab];
+    logits_into(x, &mut z);
     z
+}
+
+/// [`logits`] written into `z` (`[n, V]`), so a caller can reuse one buffer.
+pub fn logits_into(x: &HeadInputs, z: &mut [f32]) {
+    let (v, h, n) = (x.vocab, x.hidden, x.num_rows());
+    assert_eq!(z.len(), n * v, "logits are [rows, vocab]");
+    gemm_f32((n, v, h), z, (1, v as isize), false, x.rows, (1, h as isize), x.embed, (h as isize, 1));
 }
 
 /// Cross-entropy of `rows · embedᵀ` against `targets`, `chunk_rows` rows at a time, with
