@@ -35,7 +35,7 @@ pub fn token_log_probs(model: &Gemma3, rows: Tensor<2>, picks: &[(usize, u32)]) 
         return burn_log_probs(model, rows, picks);
     }
     let [n, hidden] = rows.dims();
-    let vocab = model.config.vocab_size;
+    let vocab = model.embed_tokens.val().dims()[0];
     let softcap = model.config.final_logit_softcapping.map(|c| c as f32);
     with_host_f32(model.embed_tokens.val(), |embed| {
         with_host_f32(rows, |rows| {
