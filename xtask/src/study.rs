@@ -343,7 +343,10 @@ pub fn run_study(
             }
         };
         if opts.only.as_deref().is_some_and(|o| o != run.spec.name) {
-            continue; // trained as a dependency of the row asked for, not evaluated
+            // Trained as a dependency of the row asked for, not evaluated now; its earlier
+            // results still go into the table if they are current.
+            results.extend(finished_run(&preset, run, &trained));
+            continue;
         }
         if !budget_left(&actions) {
             return Ok(StudyOutcome { run_dir, actions, finished: false });

@@ -144,6 +144,12 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     assert!(rows_that(&again, Action::Trained).is_empty() && rows_that(&again, Action::Evaluated).is_empty());
     assert_eq!(numbers(&table(&again.run_dir)), numbers(&t));
 
+    // `--only` one row with nothing to redo: the table still has every row, the rows it
+    // starts from included (they were once left out).
+    let only = run(&preset, &results, &StudyOptions { only: Some("KD-Pruned".into()), ..StudyOptions::default() });
+    assert!(rows_that(&only, Action::Trained).is_empty() && rows_that(&only, Action::Evaluated).is_empty());
+    assert_eq!(numbers(&table(&only.run_dir)), numbers(&t));
+
     // A new learning rate for Full-Finetune redoes it and KD-Pruned (its student), nothing else.
     let ft = dir.path().join("full-finetune.toml");
     let text = std::fs::read_to_string(&ft).unwrap().replace("lr = 0.001", "lr = 0.002");
