@@ -3,10 +3,10 @@
 //! burn's CPU backend calls the same `gemm` crate, but allocates every product's output
 //! as a zero-filled byte vector and then copies it once more into a 16-byte-aligned
 //! allocation: two fresh buffers and a copy per product. For a linear's `[1024, 2048]`
-//! output that is three passes over 8 MB and two rounds of page faults next to a 17 ms
-//! product; in an evaluation's profile the kernel's page clearing alone was 13% of the
-//! time (`docs/perf.md`). Here the output is one `Vec<f32>` that becomes the tensor's
-//! storage as it is.
+//! output that is three passes over 8 MB and two rounds of page faults; in an evaluation's
+//! profile the kernel's page clearing was 14% of the time, most of it under the LM head's
+//! products (`docs/perf.md`, round 4). Here the output is one `Vec<f32>` that becomes the
+//! tensor's storage as it is.
 
 use burn::tensor::{Tensor, TensorData};
 
