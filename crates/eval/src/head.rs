@@ -28,9 +28,6 @@ const VOCAB_BLOCK: usize = 4096;
 /// `log_softmax(head(rows))[row, id]` for every `(row, id)` of `picks`; `rows` is `[n, H]`
 /// final-normed hidden states.
 pub fn token_log_probs(model: &Gemma3, rows: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
-    if picks.is_empty() {
-        return Vec::new();
-    }
     if !runs_on_host(&rows.device()) {
         return burn_log_probs(model, rows, picks);
     }
@@ -82,14 +79,14 @@ struct RunningLse {
 impl RunningLse {
     const EMPTY: RunningLse = RunningLse { max: f32::NEG_INFINITY, sum: 0.0 };
 
-    /// Takes in one block of the row's logits.
-    fn add(&mut self, z: &[f32]) {
+    /// Takes in one block of the row's logits, leaving `exp(z − max)` in their place.
+    fn add(&mut self, z: &mut [f32]) {
         let block_max = host::max(z);
         if block_max > self.max {
             self.sum *= ((self.max - block_max) as f64).exp();
             self.max = block_max;
         }
-        self.sum += host::sum_exp(z, self.max);
+        self.sum += host::exp_in_place(z, self.max);
     }
 
     fn value(self) -> f64 {
@@ -114,12 +111,13 @@ impl Head<'_> {
             if let Some(cap) = self.softcap {
                 z.par_iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
             }
-            z.par_chunks(width).zip(lse.par_iter_mut()).for_each(|(row, lse)| lse.add(row));
+            // The picked logits before the log-sum-exp pass overwrites the block.
             for (&(r, id), p) in picks.iter().zip(picked.iter_mut()) {
                 if (start..start + width).contains(&(id as usize)) {
                     *p = z[r * width + id as usize - start];
                 }
             }
+            z.par_chunks_mut(width).zip(lse.par_iter_mut()).for_each(|(row, lse)| lse.add(row));
         }
         picks.iter().zip(picked).map(|(&(r, _), z)| z as f64 - lse[r].value()).collect()
     }
