@@ -5,6 +5,8 @@
 #   2. `xtask bench --compare-torch python3 --torch-device cuda` for the five techniques at
 #      batch 8 x 512 and 16 x 512 (fixed shapes: lengths padded to multiples of 64),
 #      ours vs PyTorch eager on the same batches, with warm-up and shape counts;
+#   3. the same bench with `--dtype bf16` (bf16 products from f32 weights; PyTorch under bf16
+#      autocast) at 16 x 512;
 # writing everything to docs/results/<gpu>-<backend>/. No network and no Rust toolchain are
 # needed there: binaries, data, fixtures and the GGUF are carried.
 #
@@ -34,6 +36,7 @@ if [ $DRY = 1 ]; then
     TORCH_DEVICE=cpu
     BACKENDS="flex:target/release/xtask"
     SIZES="2x64"
+    BF16_SIZES="2x64"
     STEPS=1 DOCS=2
     MODEL=$(mktemp -d /tmp/sweelol-tiny.XXXXXX)/model
     # A tiny Gemma 3 with the real 262,145-token vocabulary, random weights (transformers).
@@ -61,6 +64,7 @@ else
     [ -x "$BIN/xtask-wgpu" ] && BACKENDS="$BACKENDS wgpu:$BIN/xtask-wgpu"
     [ -n "$BACKENDS" ] || { echo "no xtask-tch or xtask-wgpu in $BIN" >&2; exit 1; }
     SIZES=${SIZES:-"8x512 16x512"}
+    BF16_SIZES=${BF16_SIZES:-"16x512"}
     # libtorch's and CUDA's libraries from the machine's own PyTorch (torch 2.11 + cu130).
     TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
     NV=$("$PY" -c 'import glob, os, nvidia; print(":".join(glob.glob(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "*", "lib"))))' 2>/dev/null || true)
@@ -78,13 +82,17 @@ for entry in $BACKENDS; do
     log "$backend: check"
     "$x" --backend "$backend" check "${CHECK_MODEL[@]}" --out "$out/check.json" > "$out/check.log" 2>&1 \
         || { log "$backend: check FAILED (see $out/check.log)"; FAILED=1; continue; }
-    for size in $SIZES; do
+    RUNS=$SIZES
+    for size in $BF16_SIZES; do RUNS="$RUNS $size-bf16"; done
+    for run in $RUNS; do
+        size=${run%-bf16} dtype=f32
+        [ "$run" != "$size" ] && dtype=bf16
         b=${size%x*} len=${size#*x}
-        log "$backend: bench $size"
-        "$x" --backend "$backend" bench "${BENCH_MODEL[@]}" --compare-torch "$PY" --torch-device "$TORCH_DEVICE" \
+        log "$backend: bench $run"
+        "$x" --backend "$backend" --dtype "$dtype" bench "${BENCH_MODEL[@]}" --compare-torch "$PY" --torch-device "$TORCH_DEVICE" \
             --batch-size "$b" --max-len "$len" --pad-to-multiple 64 --steps "$STEPS" --docs "$DOCS" \
-            --out "$out/bench-$size.json" > "$out/bench-$size.log" 2>&1 \
-            || { log "$backend: bench $size FAILED (see $out/bench-$size.log)"; FAILED=1; }
+            --out "$out/bench-$run.json" > "$out/bench-$run.log" 2>&1 \
+            || { log "$backend: bench $run FAILED (see $out/bench-$run.log)"; FAILED=1; }
     done
 done
 log "done (exit $FAILED); results in docs/results/$GPU-*"

@@ -36,6 +36,13 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def autocast(spec):
+    """bf16 autocast when the spec asks for it (`"autocast": "bf16"`: f32 weights, bf16 products,
+    as sweelol's `--dtype bf16`); otherwise a context that does nothing."""
+    on = spec.get("autocast", "f32") == "bf16"
+    return torch.autocast(device_type=spec["device"], dtype=torch.bfloat16, enabled=on)
+
+
 def load_model(spec):
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[spec.get("dtype", "f32")]
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=dtype, attn_implementation="eager")
@@ -67,6 +74,7 @@ class Technique:
 
     def __init__(self, name, t, spec):
         self.name, self.t, self.device = name, t, spec["device"]
+        self.spec = spec
         model = load_model(spec)
         self.teacher, self.masks = None, {}
         kind = t["kind"]
@@ -117,12 +125,13 @@ class Technique:
         """One optimizer step as a transformers user writes it (at the bench's scheduled lr)."""
         for g in self.opt.param_groups:
             g["lr"] = lr
-        out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
-        loss = out.loss
-        if self.teacher is not None:
-            with torch.no_grad():
-                t_logits = self.teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            loss = self.kd_loss(out.logits, t_logits, b["labels"], out.loss)
+        with autocast(self.spec):
+            out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+            loss = out.loss
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_logits = self.teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                loss = self.kd_loss(out.logits, t_logits, b["labels"], out.loss)
         loss.backward()
         self.finish_step()
         return loss.item()
@@ -145,16 +154,18 @@ class Technique:
         t1 = time.perf_counter()
         phases["data_s"] = t1 - t0
         decoder, head = self.decoder()
-        hidden = decoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
-        t_logits = None
-        if self.teacher is not None:
-            with torch.no_grad():
-                t_logits = self.teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        with autocast(self.spec):
+            hidden = decoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+            t_logits = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_logits = self.teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         sync(dev)
         t2 = time.perf_counter()
         phases["forward_s"] = t2 - t1
         leaf = hidden.detach().requires_grad_()
-        logits = head(leaf)
+        with autocast(self.spec):
+            logits = head(leaf)
         cfg = self.model.config
         cap = getattr(cfg, "final_logit_softcapping", None)
         if cap:
@@ -219,7 +230,9 @@ def bench_eval(spec):
                 inp = tuple(whole[:-1])
                 if inp not in cache:
                     ids = torch.tensor([inp], device=spec["device"])
-                    cache[inp] = F.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+                    with autocast(spec):
+                        logits = model(input_ids=ids).logits[0]
+                    cache[inp] = F.log_softmax(logits.float(), dim=-1)
                     forwards += 1
                 logp = cache[inp][-len(cont):]
                 doc_ll.append(float(logp.gather(1, torch.tensor(cont, device=spec["device"])[:, None]).sum()))

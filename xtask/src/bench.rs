@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use sweelol_eval::scoring::{argmax, encode_pair, DocResult};
 use sweelol_eval::tasks::{load_task, parse_task_name, STUDY_TASKS};
 use sweelol_eval::{evaluate, EvalOptions, Scorer};
+use sweelol_gemma::Precision;
 
 use crate::config::{self, TechniqueConfig, TechniqueRun};
 use crate::model_loading::{load_model, LoadedModel};
@@ -44,6 +45,9 @@ pub struct BenchOptions {
     pub max_len: usize,
     /// `[train] pad_to_multiple`; above 1 also fills short micro-batches and buckets eval.
     pub pad_to_multiple: usize,
+    /// What our matrix products compute in; with bf16 the PyTorch side runs under bf16
+    /// autocast (f32 weights, as ours).
+    pub dtype: Precision,
 }
 
 /// Timed steps of a metrics.jsonl: real tokens / seconds over the steps after the first
@@ -107,6 +111,7 @@ fn bench_sized(cfg: &mut TechniqueRun, opts: &BenchOptions, dir: &Path) {
     run.train.batch_size = opts.batch_size;
     run.train.pad_to_multiple = opts.pad_to_multiple;
     run.train.fixed_batch = opts.pad_to_multiple > 1;
+    run.train.dtype = opts.dtype;
     run.train.grad_accum = 1;
     run.train.max_steps = Some(steps + 1);
     run.train.eval_every = 0;
@@ -307,7 +312,7 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
     let (mut train, spec_train) = bench_training(opts, &scratch, device)?;
     reset_peak_rss();
     // One load of the base model serves our eval and the PyTorch side's export.
-    let base = load_model(&opts.model, None, false, device)?;
+    let base = load_model(&opts.model, None, false, device, opts.dtype)?;
     let shapes = if opts.pad_to_multiple > 1 {
         sweelol_gemma::ShapeBuckets { multiple: opts.pad_to_multiple, rows: 4 }
     } else {
@@ -326,6 +331,7 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
         "model": opts.model,
         "batch": [opts.batch_size, opts.max_len],
         "pad_to_multiple": opts.pad_to_multiple,
+        "dtype": opts.dtype.as_str(),
     });
 
     if let Some(python) = &opts.compare_torch {
@@ -334,7 +340,7 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
         let requests_path = scratch.join("eval-requests.json");
         std::fs::write(&requests_path, serde_json::to_string(&requests)?)?;
         let spec = json!({
-            "model_dir": model_dir, "device": opts.torch_device, "dtype": "f32", "steps": opts.steps,
+            "model_dir": model_dir, "device": opts.torch_device, "dtype": "f32", "autocast": opts.dtype.as_str(), "steps": opts.steps,
             "train": spec_train, "eval": {"requests": requests_path},
         });
         let spec_path = scratch.join("torch-spec.json");

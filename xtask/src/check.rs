@@ -84,7 +84,7 @@ fn first_docs(opts: &CheckOptions, device: &Device) -> Result<Map<String, Value>
     let path = opts.fixtures.join("lm-eval/baseline_first20.json");
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
     let tasks = reference["tasks"].as_object().with_context(|| format!("{}: no `tasks`", path.display()))?;
-    let loaded = load_model(&opts.model, None, false, device)?;
+    let loaded = load_model(&opts.model, None, false, device, sweelol_gemma::Precision::F32)?;
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     scorer.prefix = loaded.prefix.clone();
     let mut out = Map::new();

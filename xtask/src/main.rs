@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use sweelol_backend::BackendKind;
 use sweelol_eval::{evaluate, format_table, EvalOptions, Scorer};
 use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
-use sweelol_gemma::{ChatMessage, GemmaTokenizer};
+use sweelol_gemma::{ChatMessage, GemmaTokenizer, Precision};
 
 mod bench;
 mod check;
@@ -35,6 +35,11 @@ struct Cli {
     /// flex (CPU, default), tch, tch-cuda[:N] or wgpu.
     #[arg(long, global = true, default_value = "flex")]
     backend: BackendKind,
+    /// What matrix products compute in: f32, or bf16 from f32 weights (for GPUs; emulated and
+    /// slower on a CPU). Training: overrides the config's `[train] dtype`; study: the preset's
+    /// `[overrides] dtype`; evaluation and generation: default f32. `check` is always f32.
+    #[arg(long, global = true)]
+    dtype: Option<Precision>,
     #[command(subcommand)]
     command: Command,
 }
@@ -273,13 +278,20 @@ pub(crate) fn default_data_root() -> PathBuf {
 fn main() -> Result<()> {
     sweelol_backend::keep_freed_memory();
     let cli = Cli::parse();
+    if cli.backend == BackendKind::Wgpu {
+        // Before the first wgpu tensor: compiled kernels and autotune choices persist.
+        if let Some(dir) = sweelol_backend::persist_jit_caches(&sweelol_sources::cache_dir().join("cubecl")) {
+            eprintln!("wgpu: kernel and autotune caches in {}", dir.display());
+        }
+    }
     let device = cli.backend.device();
+    let precision = cli.dtype.unwrap_or_default();
     match cli.command {
         Command::Generate { model, adapter, prompt, chat, max_new_tokens, temperature, top_p, seed } => {
             if prompt.is_none() && chat.is_none() {
                 anyhow::bail!("give --prompt TEXT or --chat MESSAGE");
             }
-            let pre = load_model(&model, adapter.as_deref(), false, &device)?;
+            let pre = load_model(&model, adapter.as_deref(), false, &device, precision)?;
             let tok = &pre.tokenizer;
             let (text, stop_ids) = match (prompt, chat) {
                 (Some(p), _) => (p, vec![tok.eos_id]),
@@ -326,19 +338,19 @@ fn main() -> Result<()> {
                 model_loading::check_adapter(dir)?;
             }
             sweelol_eval::load_tasks(&opts)?;
-            opts.identity = provenance::model_identity(&model, adapter.as_deref(), &cli.backend.to_string())?;
+            opts.identity = provenance::model_identity(&model, adapter.as_deref(), &cli.backend.to_string(), precision)?;
             sweelol_eval::preflight(&opts)?;
-            let pre = load_model(&model, adapter.as_deref(), false, &device)?;
+            let pre = load_model(&model, adapter.as_deref(), false, &device, precision)?;
             let mut scorer = Scorer::new(&pre.model, &pre.tokenizer);
             scorer.prefix = pre.prefix.clone();
             let summary = evaluate(&scorer, &opts)?;
             println!("{}", format_table(&summary));
             println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
-        Command::Train { config } => train::run_train(&config, &device)?,
+        Command::Train { config } => train::run_train(&config, &device, cli.dtype)?,
         Command::Study { preset, only, seeds, limit, results, fresh } => {
             let path = preset_path(&preset)?;
-            let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None };
+            let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None, dtype: cli.dtype };
             let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
             eprintln!("{}", outcome.summary());
         }
@@ -355,6 +367,7 @@ fn main() -> Result<()> {
                 batch_size,
                 max_len,
                 pad_to_multiple,
+                dtype: precision,
             };
             bench::run_bench(&opts, &device)?
         }
@@ -365,7 +378,7 @@ fn main() -> Result<()> {
             check::run_check(&opts, &device, &cli.backend.to_string())?
         }
         Command::Export { model, adapter, out } => {
-            let pre = load_model(&model, adapter.as_deref(), true, &device)?;
+            let pre = load_model(&model, adapter.as_deref(), true, &device, Precision::F32)?;
             if pre.prefix.is_some() {
                 anyhow::bail!("a prompt-tuning adapter cannot be merged into weights; use it with --adapter instead");
             }

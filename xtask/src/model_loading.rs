@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Device, Tensor};
-use sweelol_gemma::{load_pretrained, Gemma3, GemmaTokenizer};
+use sweelol_gemma::{load_pretrained, Gemma3, GemmaTokenizer, Precision};
 use sweelol_prompt_tuning::{is_prompt_tuning_dir, PromptTuned};
 
 /// A model ready to score or generate: base (with LoRA deltas if any), tokenizer, and
@@ -55,7 +55,9 @@ pub fn check_adapter(dir: &Path) -> Result<AdapterKind> {
     }
 }
 
-pub fn load_model(source: &str, adapter: Option<&Path>, merge_lora: bool, device: &Device) -> Result<LoadedModel> {
+/// Loads `source` with its adapter (if any) on `device`, its matrix products computing in
+/// `precision`.
+pub fn load_model(source: &str, adapter: Option<&Path>, merge_lora: bool, device: &Device, precision: Precision) -> Result<LoadedModel> {
     if let Some(dir) = adapter {
         check_adapter(dir)?;
     }
@@ -74,6 +76,7 @@ pub fn load_model(source: &str, adapter: Option<&Path>, merge_lora: bool, device
             bail!("{}: not a PEFT LoRA or prompt-tuning adapter (adapter_config.json)", dir.display());
         }
     }
+    model.set_precision(precision);
     Ok(LoadedModel { model, tokenizer, prefix })
 }
 

@@ -133,6 +133,8 @@ pub struct Overrides {
     pub epochs: Option<usize>,
     pub max_steps: Option<usize>,
     pub batch_size: Option<usize>,
+    /// `[train] dtype` of every row, which the evaluation then uses too (`--dtype` overrides).
+    pub dtype: Option<sweelol_gemma::Precision>,
 }
 
 impl Overrides {
@@ -152,6 +154,9 @@ impl Overrides {
         }
         if let Some(n) = self.batch_size {
             cfg.train.batch_size = n;
+        }
+        if let Some(d) = self.dtype {
+            cfg.train.dtype = d;
         }
     }
 }

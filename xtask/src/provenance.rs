@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sweelol_eval::Identity;
+use sweelol_gemma::Precision;
 use sweelol_outdir::{sha256_file, sha256_files};
 use sweelol_sources::ModelFiles;
 
@@ -14,14 +15,11 @@ pub const COMMIT: &str = env!("SWEELOL_COMMIT");
 /// `--version`: the crate version and the commit.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SWEELOL_COMMIT"), ")");
 
-/// Floating-point type of weights and activations (the only one today).
-pub const DTYPE: &str = "f32";
-
 /// The identity of scores produced by `source` (+ `adapter`) on `backend`: the source as
 /// named, SHA-256 of its weight and tokenizer files and of the adapter's files, the backend,
-/// the dtype and the code version. Resolves the source (downloading it if needed) but does
+/// the dtype of its products and the code version. Resolves the source (downloading it if needed) but does
 /// not load it.
-pub fn model_identity(source: &str, adapter: Option<&Path>, backend: &str) -> Result<Identity> {
+pub fn model_identity(source: &str, adapter: Option<&Path>, backend: &str, dtype: Precision) -> Result<Identity> {
     let files = sweelol_sources::resolve(source).with_context(|| format!("resolving model `{source}`"))?;
     let (weights, tokenizer) = match &files {
         ModelFiles::Safetensors { dir } => {
@@ -53,7 +51,7 @@ pub fn model_identity(source: &str, adapter: Option<&Path>, backend: &str) -> Re
         .with("adapter", adapter.map_or("none".to_string(), |a| a.display().to_string()))
         .with("adapter_sha256", adapter_sha)
         .with("backend", backend)
-        .with("dtype", DTYPE)
+        .with("dtype", dtype.as_str())
         .with("code_version", VERSION))
 }
 

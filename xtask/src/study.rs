@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use sweelol_eval::{evaluate, format_table, EvalError, EvalOptions, EvalSummary, Identity, Scorer};
+use sweelol_gemma::Precision;
 use sweelol_outdir::{DirLock, OutDirError, IDENTITY_FILE, LOCK_FILE};
 
 use crate::config::{self, TechniqueRun};
@@ -39,6 +40,9 @@ pub struct StudyOptions {
     pub fresh: bool,
     /// For tests: return after this many stages ran (as if killed at a stage boundary).
     pub stop_after_stages: Option<usize>,
+    /// What matrix products compute in, training and evaluation (overrides the preset's
+    /// `[overrides] dtype`; default f32).
+    pub dtype: Option<Precision>,
 }
 
 /// What a stage of one row did in this invocation.
@@ -227,20 +231,20 @@ fn row_run_config(preset: &Preset, run: &RowRun, trained: &Trained) -> Result<(T
 
 /// What a study directory's results depend on beyond each row's own records (which cover
 /// configs, inputs and eval settings): the backend and the dtype.
-fn study_identity(backend: &str) -> Identity {
-    Identity::new().with("backend", backend).with("dtype", crate::provenance::DTYPE)
+fn study_identity(backend: &str, dtype: Precision) -> Identity {
+    Identity::new().with("backend", backend).with("dtype", dtype.as_str())
 }
 
 /// Checks (or records) the run directory's identity; with `fresh`, a directory of another
 /// identity is emptied first (its lock file stays).
-fn claim_run_dir(run_dir: &Path, backend: &str, fresh: bool) -> Result<()> {
+fn claim_run_dir(run_dir: &Path, backend: &str, dtype: Precision, fresh: bool) -> Result<()> {
     let others = |dir: &Path| -> Result<Vec<PathBuf>> {
         Ok(std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.file_name().is_some_and(|n| n != LOCK_FILE && n != IDENTITY_FILE))
             .collect())
     };
-    let identity = study_identity(backend);
+    let identity = study_identity(backend, dtype);
     let hint = "rerun with --fresh to discard them, or use another --results directory";
     adopt_legacy_identity(run_dir)?;
     if fresh && identity.check(run_dir, !others(run_dir)?.is_empty(), hint).is_err() {
@@ -265,7 +269,7 @@ fn adopt_legacy_identity(run_dir: &Path) -> Result<()> {
     let manifest: Option<serde_json::Value> = read_stage(&run_dir.join("manifest.json"));
     if let Some(backend) = manifest.as_ref().and_then(|m| m["backend"].as_str()) {
         eprintln!("{}: recording the identity of its earlier results (backend {backend}, f32)", run_dir.display());
-        study_identity(backend).write(run_dir)?;
+        study_identity(backend, Precision::F32).write(run_dir)?;
     }
     Ok(())
 }
@@ -296,6 +300,10 @@ pub fn run_study(
     if let Some(limit) = opts.limit {
         preset.eval.limit = limit;
     }
+    if opts.dtype.is_some() {
+        preset.overrides.dtype = opts.dtype;
+    }
+    let dtype = preset.overrides.dtype.unwrap_or_default();
     let to_run = rows_to_run(&preset, opts.only.as_deref())?;
     // Tasks and data are found and checked before any training: a typo or a missing file
     // fails in seconds, not hours.
@@ -306,7 +314,7 @@ pub fn run_study(
     // Absolute, so every output path recorded in a stage is usable from anywhere.
     let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     let _lock = DirLock::acquire(&run_dir)?;
-    claim_run_dir(&run_dir, backend, opts.fresh)?;
+    claim_run_dir(&run_dir, backend, dtype, opts.fresh)?;
     let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
     let started = Instant::now();
     let mut trained = Trained::new();
@@ -423,6 +431,8 @@ fn eval_stage(
     backend: &str,
     data_root: &Path,
 ) -> Result<(RowResult, bool)> {
+    // The rows' training dtype, which `run_study` settled, is the evaluation's too.
+    let dtype = preset.overrides.dtype.unwrap_or_default();
     let (source, adapter) = match &train {
         None => (preset.base_model.clone(), None),
         Some(t) => (t.model_source.clone(), t.adapter.clone()),
@@ -441,14 +451,14 @@ fn eval_stage(
     let complete = !stale && previous.is_some() && read_stage::<EvalSummary>(&eval_dir.join("summary.json")).is_some();
     let t0 = Instant::now();
     let mut opts = eval_options(preset, data_root, eval_dir.clone());
-    opts.identity = crate::provenance::model_identity(&source, adapter.as_deref(), backend)?;
+    opts.identity = crate::provenance::model_identity(&source, adapter.as_deref(), backend, dtype)?;
     // The study owns this folder: results of another model or code version are redone, as
     // a changed row is, rather than refused.
     if let Err(e @ EvalError::OutDir(OutDirError::Mismatch { .. })) = sweelol_eval::preflight(&opts) {
         eprintln!("{}: {e}; evaluating again", run.key());
         opts.fresh = true;
     }
-    let loaded = load_model(&source, adapter.as_deref(), false, device)?;
+    let loaded = load_model(&source, adapter.as_deref(), false, device, dtype)?;
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     scorer.prefix = loaded.prefix.clone();
     let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", run.key()))?;

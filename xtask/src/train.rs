@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::Device;
+use sweelol_gemma::Precision;
 use sweelol_train::RunReport;
 
 use crate::config::{self, TechniqueConfig, TechniqueRun};
@@ -46,10 +47,13 @@ pub fn run_technique(cfg: &TechniqueRun, device: &Device) -> anyhow::Result<Trai
     })
 }
 
-/// Reads the TOML at `config_path`, runs its technique on `device`, and prints where the
-/// outputs went.
-pub fn run_train(config_path: &Path, device: &Device) -> anyhow::Result<()> {
+/// Reads the TOML at `config_path`, runs its technique on `device` (in `dtype` when given,
+/// else the config's `[train] dtype`), and prints where the outputs went.
+pub fn run_train(config_path: &Path, device: &Device, dtype: Option<Precision>) -> anyhow::Result<()> {
     let mut cfg = config::load(config_path)?;
+    if let Some(d) = dtype {
+        cfg.run.train.dtype = d;
+    }
     cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
     let out = run_technique(&cfg, device)?;
     println!("{}", serde_json::to_string_pretty(&out.details)?);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sweelol_gemma::{load_pretrained, save_hf_dir, Gemma3};
+use sweelol_gemma::{load_pretrained, save_hf_dir, Gemma3, Precision};
 use sweelol_train::config::resolve_source;
 use sweelol_train::lookup;
 use sweelol_train::loss::head_logits;
@@ -152,7 +152,7 @@ impl TrainableModel for KdModel {
         };
         chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
             let sdev = student_logits.device();
-            let teacher_logits = head_logits(t_embed.clone(), t_rows.clone().narrow(0, rows.start, rows.len()), softcap);
+            let teacher_logits = head_logits(t_embed.clone(), t_rows.clone().narrow(0, rows.start, rows.len()), softcap, self.teacher.precision());
             let ids: Vec<i64> = targets[rows.clone()].iter().map(|&x| x as i64).collect();
             let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [rows.len()]), &sdev);
             kd_loss(student_logits, teacher_logits, ids, &self.cfg)
@@ -185,7 +185,7 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
         .ok_or_else(|| TrainError::Settings("[distill] teacher is required (the model to learn from)".into()))?;
     let teacher_src = resolve_source(cfg.base_dir(), teacher_src);
     let prepared = prepare(cfg, device)?;
-    let teacher = load_pretrained(&teacher_src, &autodiff_device(device))?.model.no_grad();
+    let teacher = load_pretrained(&teacher_src, &autodiff_device(device))?.model.no_grad().with_precision(cfg.train.dtype);
     let (t_vocab, s_vocab) = (teacher.embed_tokens.val().dims()[0], prepared.model.embed_tokens.val().dims()[0]);
     if t_vocab != s_vocab {
         return Err(TrainError::Settings(format!(
@@ -208,8 +208,9 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
     let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;
     let id = RunIdentity::new(cfg, TECHNIQUE, distill);
-    // Only the fused host head (CPU backend, forward KL) reads the table on the host.
-    let (teacher, teacher_table) = if runs_on_host(device) && distill.divergence == Divergence::ForwardKl {
+    // Only the fused host head (CPU backend, forward KL, f32) reads the table on the host.
+    let host_head = runs_on_host(device) && distill.divergence == Divergence::ForwardKl && cfg.train.dtype == Precision::F32;
+    let (teacher, teacher_table) = if host_head {
         let (teacher, table) = TeacherTable::take(teacher);
         (teacher, Some(table))
     } else {

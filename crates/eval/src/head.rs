@@ -15,7 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 use sweelol_gemma::gemm::gemm_f32;
 use sweelol_gemma::host::{self, runs_on_host, with_host_f32};
-use sweelol_gemma::Gemma3;
+use sweelol_gemma::{Gemma3, Precision};
 
 /// Rows one head product takes on a backend that builds the logits: `[rows, 262144]` f32
 /// logits (512 MiB) and their log-softmax.
@@ -28,7 +28,8 @@ const VOCAB_BLOCK: usize = 4096;
 /// `log_softmax(head(rows))[row, id]` for every `(row, id)` of `picks`; `rows` is `[n, H]`
 /// final-normed hidden states.
 pub fn token_log_probs(model: &Gemma3, rows: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
-    if !runs_on_host(&rows.device()) {
+    // The blocked host head computes in f32; bf16 products go through burn.
+    if !runs_on_host(&rows.device()) || model.precision() != Precision::F32 {
         return burn_log_probs(model, rows, picks);
     }
     let [n, hidden] = rows.dims();

@@ -10,6 +10,7 @@
 //! - [`host`]: one-pass kernels for tensors in host memory (CPU backend).
 //! - [`gemm`]: matrix products on host memory into buffers we own (CPU backend).
 //! - [`shapes`]: fixed forward shapes for backends that compile kernels per shape.
+//! - [`precision`]: f32 or bf16 matrix products (mixed precision on GPUs).
 
 pub mod config;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod generate;
 pub mod gguf;
 pub mod host;
 pub mod model;
+pub mod precision;
 pub mod pretrained;
 pub mod shapes;
 pub mod tokenizer;
@@ -25,6 +27,7 @@ pub mod weights;
 
 pub use config::{GemmaConfig, LayerType};
 pub use error::{GemmaError, Result};
+pub use precision::Precision;
 pub use pretrained::{load_pretrained, save_hf_dir, Pretrained};
 pub use shapes::{ShapeBuckets, ShapeLog};
 pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};

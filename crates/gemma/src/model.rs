@@ -12,6 +12,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{GemmaConfig, LayerType};
+use crate::precision::Precision;
 
 /// Gemma's RMSNorm: `x / sqrt(mean(x²) + eps) * (1 + w)`. The stored weight is the
 /// offset from one, as in transformers (llama.cpp stores `1 + w`).
@@ -50,11 +51,14 @@ pub struct LowRankDelta {
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub delta: Option<LowRankDelta>,
+    /// What its products (and the delta's) compute in; see [`Gemma3::set_precision`].
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Linear {
     pub fn new(weight: Tensor<2>) -> Self {
-        Linear { weight: Param::from_tensor(weight), delta: None }
+        Linear { weight: Param::from_tensor(weight), delta: None, precision: Precision::F32 }
     }
 
     /// `x`: `[B, T, in]`. The batch and time axes are merged into one matrix product
@@ -64,15 +68,15 @@ impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d_in] = x.dims();
         let x = x.reshape([b * t, d_in]);
-        let base = crate::gemm::matmul(x.clone(), self.weight.val());
+        let base = self.precision.linear(x.clone(), self.weight.val());
         let y = match &self.delta {
             None => base,
             Some(d) => {
                 // Dropout only while a backward pass can follow (training).
                 let x = if d.dropout > 0.0 && x.is_autodiff() { crate::host::dropout(x, d.dropout) } else { x };
                 // The scale goes on `B` (`[r, out]`), not on the `[tokens, out]` product.
-                let low = x.matmul(d.a.val());
-                base + low.matmul(d.b.val() * d.scale)
+                let low = self.precision.matmul(x, d.a.val());
+                base + self.precision.matmul(low, d.b.val() * d.scale)
             }
         };
         let d_out = y.dims()[1];
@@ -184,6 +188,9 @@ pub struct Attention {
     pub head_dim: usize,
     #[module(skip)]
     pub scaling: f64,
+    /// What `q·kᵀ` and `probs·v` compute in (the softmax between them stays f32).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// What a layer needs to know about the positions it runs on: RoPE tables
@@ -224,10 +231,10 @@ impl Attention {
         // into the row axis so one kv head serves `groups` query heads.
         let groups = nh / nkv;
         let q = q.reshape([b, nkv, groups * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * self.scaling;
+        let scores = self.precision.matmul(q, k.swap_dims(2, 3)) * self.scaling;
         let scores = scores.reshape([b, nh, t, tk]) + pos.mask.clone();
         let probs = softmax(scores, 3).reshape([b, nkv, groups * t, tk]);
-        let out = probs.matmul(v).reshape([b, nh, t, hd]);
+        let out = self.precision.matmul(probs, v).reshape([b, nh, t, hd]);
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
         self.o_proj.forward(out)
     }
@@ -327,6 +334,9 @@ pub struct Gemma3 {
     rope_local: Rope,
     #[module(skip)]
     rope_global: Rope,
+    /// What the matrix products compute in, head included ([`Self::set_precision`]).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Gemma3 {
@@ -356,7 +366,31 @@ impl Gemma3 {
             layers,
             norm,
             config,
+            precision: Precision::F32,
         }
+    }
+
+    /// What the matrix products compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Makes every matrix product (projections, adapters, attention, head) compute in
+    /// `precision`; the weights stay as they are (f32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        for layer in &mut self.layers {
+            layer.self_attn.precision = precision;
+            for (_, linear) in layer.linears_mut() {
+                linear.precision = precision;
+            }
+        }
+    }
+
+    /// This model with [`set_precision`](Self::set_precision) applied.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.set_precision(precision);
+        self
     }
 
     pub fn device(&self) -> Device {
@@ -421,7 +455,7 @@ impl Gemma3 {
 
     /// The tied LM head on hidden states `[N, H]` -> logits `[N, vocab]`.
     pub fn lm_head(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let logits = hidden.matmul(self.embed_tokens.val().transpose());
+        let logits = self.precision.matmul(hidden, self.embed_tokens.val().transpose());
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,

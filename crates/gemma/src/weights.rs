@@ -267,6 +267,7 @@ impl Gemma3 {
                     num_kv_heads: nkv,
                     head_dim: hd,
                     scaling: c.query_pre_attn_scalar.powf(-0.5),
+                    precision: Default::default(),
                 },
                 mlp: Mlp { gate_proj, up_proj, down_proj },
                 input_layernorm: n0?,

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
 use crate::schedule::ScheduleKind;
+use sweelol_gemma::Precision;
 
 /// `[model]`: what to start from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,6 +146,11 @@ pub struct TrainSection {
     /// step has the same number of rows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub fixed_batch: bool,
+    /// What matrix products compute in: `f32`, or `bf16` from f32 master weights and
+    /// optimizer state, with norms, softmax and the loss in f32 (`sweelol_gemma::precision`).
+    /// bf16 is for GPUs; on the CPU it is emulated and slower.
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub dtype: Precision,
 }
 
 fn default_betas() -> [f64; 2] {
@@ -164,6 +170,9 @@ fn is_one(n: &usize) -> bool {
 }
 fn is_false(b: &bool) -> bool {
     !*b
+}
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
 }
 fn default_keep() -> usize {
     2
@@ -195,6 +204,7 @@ impl TrainSection {
             loss_chunk_rows: default_chunk_rows(),
             pad_to_multiple: 1,
             fixed_batch: false,
+            dtype: Precision::F32,
         }
     }
 

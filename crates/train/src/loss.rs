@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
-use sweelol_gemma::Gemma3;
+use sweelol_gemma::{Gemma3, Precision};
 
 use rayon::prelude::*;
 
@@ -76,10 +76,11 @@ impl LossOutput {
     }
 }
 
-/// Tied-head logits `hidden · Eᵀ` with Gemma's optional final soft-capping; the same
-/// computation as [`Gemma3::lm_head`], but on any embedding tensor (a detached leaf here).
-pub fn head_logits(embed: Tensor<2>, hidden: Tensor<2>, softcap: Option<f64>) -> Tensor<2> {
-    let logits = hidden.matmul(embed.transpose());
+/// Tied-head logits `hidden · Eᵀ` in `precision`, with Gemma's optional final soft-capping;
+/// the same computation as [`Gemma3::lm_head`], but on any embedding tensor (a detached
+/// leaf here).
+pub fn head_logits(embed: Tensor<2>, hidden: Tensor<2>, softcap: Option<f64>, precision: Precision) -> Tensor<2> {
+    let logits = precision.matmul(hidden, embed.transpose());
     match softcap {
         Some(cap) => (logits / cap).tanh() * cap,
         None => logits,
@@ -107,7 +108,8 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 /// [`chunked_head_loss`].
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
     let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
-    if needs_grad && !targets.is_empty() && runs_on_host(&hidden.device()) {
+    // The host kernel computes in f32 only; bf16 products go through burn.
+    if needs_grad && !targets.is_empty() && runs_on_host(&hidden.device()) && lm.precision() == Precision::F32 {
         return host_lm_loss(lm, hidden, targets, chunk_rows, denom);
     }
     chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {
@@ -145,6 +147,7 @@ where
     let rows = hidden.reshape([b * t, h]).select(0, idx);
     let embed = lm.embed_tokens.val();
     let softcap = lm.config.final_logit_softcapping;
+    let precision = lm.precision();
     let chunks = (0..n).step_by(chunk_rows).map(|s| s..(s + chunk_rows).min(n));
 
     let rows_need_grad = rows.is_tracked();
@@ -153,7 +156,7 @@ where
         // Evaluation: values only.
         let mut total = 0.0f64;
         for r in chunks {
-            let logits = head_logits(embed.clone(), rows.clone().narrow(0, r.start, r.len()), softcap);
+            let logits = head_logits(embed.clone(), rows.clone().narrow(0, r.start, r.len()), softcap, precision);
             total += per_chunk(logits, r).into_scalar::<f32>() as f64;
         }
         let value = total / denom;
@@ -169,7 +172,7 @@ where
         let len = r.len();
         let h_leaf = rows_plain.clone().narrow(0, r.start, len).autodiff();
         let h_leaf = if rows_need_grad { h_leaf.require_grad() } else { h_leaf };
-        let chunk_loss = per_chunk(head_logits(embed_leaf.clone(), h_leaf.clone(), softcap), r);
+        let chunk_loss = per_chunk(head_logits(embed_leaf.clone(), h_leaf.clone(), softcap, precision), r);
         total += chunk_loss.clone().inner().into_scalar::<f32>() as f64;
         let mut grads = chunk_loss.backward();
         if rows_need_grad {

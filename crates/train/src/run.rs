@@ -35,8 +35,8 @@ pub fn autodiff_device(device: &Device) -> Device {
     }
 }
 
-/// Loads what `cfg` names: the model (on `device`'s autodiff form), its tokenizer or the
-/// configured one, and the Dolly data tokenized with it.
+/// Loads what `cfg` names: the model (on `device`'s autodiff form, computing in
+/// `[train] dtype`), its tokenizer or the configured one, and the Dolly data tokenized with it.
 pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
     let pre = load_pretrained(&cfg.model.source, &autodiff_device(device))?;
     let tokenizer = match &cfg.model.tokenizer {
@@ -44,7 +44,7 @@ pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
         None => pre.tokenizer,
     };
     let data = load_dolly(&cfg.data, tokenizer.inner())?;
-    Ok(Prepared { model: pre.model, tokenizer, data })
+    Ok(Prepared { model: pre.model.with_precision(cfg.train.dtype), tokenizer, data })
 }
 
 /// Where a technique writes its result: `[output] artifact_dir`, or

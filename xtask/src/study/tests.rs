@@ -227,6 +227,10 @@ fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_st
     let err = run_study(&preset, &StudyOptions::default(), &Device::flex(), "tch", &results).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("backend: was `flex`, now `tch`") && msg.contains("--fresh"), "{msg}");
+    // Nor another dtype's (`--dtype bf16`).
+    let bf16 = StudyOptions { dtype: Some(sweelol_gemma::Precision::Bf16), ..StudyOptions::default() };
+    let msg = format!("{:#}", run_study(&preset, &bf16, &Device::flex(), "flex", &results).unwrap_err());
+    assert!(msg.contains("dtype: was `f32`, now `bf16`") && msg.contains("--fresh"), "{msg}");
 
     // A preset that now asks for 1-shot re-scores: the table never shows 0-shot numbers as 1-shot.
     std::fs::write(&preset, text.replace("limit = 3", "limit = 3\nnum_fewshot = 1")).unwrap();
