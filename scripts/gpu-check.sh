@@ -6,7 +6,7 @@
 #      batch 8 x 512 and 16 x 512 (fixed shapes: lengths padded to multiples of 64),
 #      ours vs PyTorch eager on the same batches, with warm-up and shape counts;
 #   3. the same bench with `--dtype bf16` (bf16 products from f32 weights; PyTorch under bf16
-#      autocast) at 16 x 512;
+#      autocast) at 16 x 512 (a backend without bf16 kernels refuses it in seconds);
 # writing everything to docs/results/<gpu>-<backend>/. No network and no Rust toolchain are
 # needed there: binaries, data, fixtures and the GGUF are carried.
 #

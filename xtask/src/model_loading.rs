@@ -61,6 +61,7 @@ pub fn load_model(source: &str, adapter: Option<&Path>, merge_lora: bool, device
     if let Some(dir) = adapter {
         check_adapter(dir)?;
     }
+    precision.check_supported(device)?;
     let pre = load_pretrained(source, device).with_context(|| format!("loading model `{source}`"))?;
     let (mut model, tokenizer) = (pre.model, pre.tokenizer);
     let mut prefix = None;

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The dtype of matrix products (see the module docs); f32 unless asked.
@@ -43,6 +43,19 @@ impl Precision {
         match self {
             Precision::F32 => crate::gemm::matmul(x, w),
             Precision::Bf16 => self.matmul(x, w),
+        }
+    }
+
+    /// Refuses a precision `device` cannot compute in, before any work: a backend without
+    /// bf16 kernels (wgpu compiling to WGSL, as on a software Vulkan) would otherwise fail
+    /// inside its own worker thread, not here.
+    pub fn check_supported(self, device: &Device) -> crate::Result<()> {
+        match self {
+            Precision::F32 => Ok(()),
+            Precision::Bf16 if device.supports_dtype(DType::BF16) => Ok(()),
+            Precision::Bf16 => Err(crate::GemmaError::Other(format!(
+                "dtype bf16: the device {device:?} has no bf16 kernels; use dtype f32, or a backend with bf16 (tch-cuda, or flex to emulate it)"
+            ))),
         }
     }
 
@@ -108,6 +121,12 @@ mod tests {
             }
         }
         assert!(differs_from_f32 > m * n / 2, "bf16 products should differ from f32 ones ({differs_from_f32} of {})", m * n);
+    }
+
+    #[test]
+    fn the_cpu_backend_computes_bf16() {
+        assert!(Precision::Bf16.check_supported(&Device::flex()).is_ok());
+        assert!(Precision::F32.check_supported(&Device::flex()).is_ok());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn autodiff_device(device: &Device) -> Device {
 /// Loads what `cfg` names: the model (on `device`'s autodiff form, computing in
 /// `[train] dtype`), its tokenizer or the configured one, and the Dolly data tokenized with it.
 pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
+    cfg.train.dtype.check_supported(device)?;
     let pre = load_pretrained(&cfg.model.source, &autodiff_device(device))?;
     let tokenizer = match &cfg.model.tokenizer {
         Some(path) => GemmaTokenizer::from_file(path)?,
