@@ -9,17 +9,17 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sweelol_gemma::{load_pretrained, save_hf_dir, Gemma3, Precision};
+use sweelol_gemma::host::host_f32_head;
+use sweelol_gemma::{load_pretrained, save_hf_dir, tied_head_logits, Gemma3};
 use sweelol_train::config::resolve_source;
 use sweelol_train::lookup;
-use sweelol_train::loss::head_logits;
 use sweelol_train::{
     artifact_dir, autodiff_device, chunked_head_loss, export_sparse, prepare, run_technique, LossOutput, Masks,
     RunConfig, RunIdentity, RunReport, TokenBatch, TrainError, TrainableModel,
 };
 
 use rayon::prelude::*;
-use sweelol_train::host::{host_f32, runs_on_host};
+use sweelol_train::host::host_f32;
 use sweelol_train::host_head::{self, HeadInputs};
 use sweelol_train::host_head_loss;
 
@@ -152,7 +152,7 @@ impl TrainableModel for KdModel {
         };
         chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
             let sdev = student_logits.device();
-            let teacher_logits = head_logits(t_embed.clone(), t_rows.clone().narrow(0, rows.start, rows.len()), softcap, self.teacher.precision());
+            let teacher_logits = tied_head_logits(t_rows.clone().narrow(0, rows.start, rows.len()), t_embed.clone(), softcap, self.teacher.precision());
             let ids: Vec<i64> = targets[rows.clone()].iter().map(|&x| x as i64).collect();
             let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [rows.len()]), &sdev);
             kd_loss(student_logits, teacher_logits, ids, &self.cfg)
@@ -208,9 +208,8 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
     let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;
     let id = RunIdentity::new(cfg, TECHNIQUE, distill);
-    // Only the fused host head (CPU backend, forward KL, f32) reads the table on the host.
-    let host_head = runs_on_host(device) && distill.divergence == Divergence::ForwardKl && cfg.train.dtype == Precision::F32;
-    let (teacher, teacher_table) = if host_head {
+    // Only the fused host head (forward KL) reads the table on the host.
+    let (teacher, teacher_table) = if host_f32_head(device, teacher.precision()) && distill.divergence == Divergence::ForwardKl {
         let (teacher, table) = TeacherTable::take(teacher);
         (teacher, Some(table))
     } else {

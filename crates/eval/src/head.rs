@@ -14,8 +14,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 use sweelol_gemma::gemm::gemm_f32;
-use sweelol_gemma::host::{self, runs_on_host, with_host_f32};
-use sweelol_gemma::{Gemma3, Precision};
+use sweelol_gemma::host::{self, host_f32_head, with_host_f32};
+use sweelol_gemma::Gemma3;
 
 /// Rows one head product takes on a backend that builds the logits: `[rows, 262144]` f32
 /// logits (512 MiB) and their log-softmax.
@@ -28,8 +28,7 @@ const VOCAB_BLOCK: usize = 4096;
 /// `log_softmax(head(rows))[row, id]` for every `(row, id)` of `picks`; `rows` is `[n, H]`
 /// final-normed hidden states.
 pub fn token_log_probs(model: &Gemma3, rows: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
-    // The blocked host head computes in f32; bf16 products go through burn.
-    if !runs_on_host(&rows.device()) || model.precision() != Precision::F32 {
+    if !host_f32_head(&rows.device(), model.precision()) {
         return burn_log_probs(model, rows, picks);
     }
     let [n, hidden] = rows.dims();

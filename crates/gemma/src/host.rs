@@ -17,6 +17,13 @@ pub fn runs_on_host(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
+/// Whether the f32 head kernels on host memory (the fused head + loss, the blocked eval
+/// head, KD's teacher table) serve a model on `device` whose products compute in
+/// `precision`: only in f32; bf16 products go through burn.
+pub fn host_f32_head(device: &Device, precision: crate::Precision) -> bool {
+    runs_on_host(device) && precision == crate::Precision::F32
+}
+
 /// The data of `t` as f32 on the host; no copy when the tensor owns its buffer alone.
 pub fn host_f32<const D: usize>(t: Tensor<D>) -> TensorData {
     let data = t.into_data();

@@ -30,6 +30,6 @@ pub use error::{GemmaError, Result};
 pub use precision::Precision;
 pub use pretrained::{load_pretrained, save_hf_dir, Pretrained};
 pub use shapes::{ShapeBuckets, ShapeLog};
-pub use model::{Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
+pub use model::{tied_head_logits, Gemma3, KvCache, Linear, LowRankDelta, RmsNorm};
 pub use tokenizer::{ChatMessage, GemmaTokenizer};
 pub use weights::{write_lazy_safetensors, HostTensor, LazyTensor, WeightMap};

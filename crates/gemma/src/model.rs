@@ -455,11 +455,7 @@ impl Gemma3 {
 
     /// The tied LM head on hidden states `[N, H]` -> logits `[N, vocab]`.
     pub fn lm_head(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let logits = self.precision.matmul(hidden, self.embed_tokens.val().transpose());
-        match self.config.final_logit_softcapping {
-            Some(cap) => (logits / cap).tanh() * cap,
-            None => logits,
-        }
+        tied_head_logits(hidden, self.embed_tokens.val(), self.config.final_logit_softcapping, self.precision)
     }
 
     /// Full logits `[B, T, vocab]` for token ids `[B, T]`.
@@ -484,6 +480,17 @@ impl Gemma3 {
         KvCache::new(self.layers.len())
     }
 
+}
+
+/// The tied head's logits `hidden [N, H] · embedᵀ` in `precision`, with Gemma's optional
+/// final soft-capping (`cap · tanh(z / cap)`). [`Gemma3::lm_head`] on the model's own table;
+/// the chunked training losses call it on detached copies of a table.
+pub fn tied_head_logits(hidden: Tensor<2>, embed: Tensor<2>, softcap: Option<f64>, precision: Precision) -> Tensor<2> {
+    let logits = precision.matmul(hidden, embed.transpose());
+    match softcap {
+        Some(cap) => (logits / cap).tanh() * cap,
+        None => logits,
+    }
 }
 
 /// Additive mask `[1, 1, T, past + T]`: 0 where query `past+i` may see key `j`

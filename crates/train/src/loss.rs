@@ -18,12 +18,13 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
-use sweelol_gemma::{Gemma3, Precision};
+use sweelol_gemma::host::host_f32_head;
+use sweelol_gemma::{tied_head_logits, Gemma3};
 
 use rayon::prelude::*;
 
 use crate::batch::Targets;
-use crate::host::{host_f32, runs_on_host, with_host_f32};
+use crate::host::{host_f32, with_host_f32};
 use crate::host_head::{self, HeadInputs};
 use crate::lookup::Lookup;
 use crate::profile::{self, Phase};
@@ -76,17 +77,6 @@ impl LossOutput {
     }
 }
 
-/// Tied-head logits `hidden · Eᵀ` in `precision`, with Gemma's optional final soft-capping;
-/// the same computation as [`Gemma3::lm_head`], but on any embedding tensor (a detached
-/// leaf here).
-pub fn head_logits(embed: Tensor<2>, hidden: Tensor<2>, softcap: Option<f64>, precision: Precision) -> Tensor<2> {
-    let logits = precision.matmul(hidden, embed.transpose());
-    match softcap {
-        Some(cap) => (logits / cap).tanh() * cap,
-        None => logits,
-    }
-}
-
 /// Summed cross-entropy of `logits [n, V]` against `targets` (n ids).
 pub fn cross_entropy_sum(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
     let n = targets.len();
@@ -108,8 +98,7 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 /// [`chunked_head_loss`].
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
     let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
-    // The host kernel computes in f32 only; bf16 products go through burn.
-    if needs_grad && !targets.is_empty() && runs_on_host(&hidden.device()) && lm.precision() == Precision::F32 {
+    if needs_grad && !targets.is_empty() && host_f32_head(&hidden.device(), lm.precision()) {
         return host_lm_loss(lm, hidden, targets, chunk_rows, denom);
     }
     chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {
@@ -156,7 +145,7 @@ where
         // Evaluation: values only.
         let mut total = 0.0f64;
         for r in chunks {
-            let logits = head_logits(embed.clone(), rows.clone().narrow(0, r.start, r.len()), softcap, precision);
+            let logits = tied_head_logits(rows.clone().narrow(0, r.start, r.len()), embed.clone(), softcap, precision);
             total += per_chunk(logits, r).into_scalar::<f32>() as f64;
         }
         let value = total / denom;
@@ -172,7 +161,7 @@ where
         let len = r.len();
         let h_leaf = rows_plain.clone().narrow(0, r.start, len).autodiff();
         let h_leaf = if rows_need_grad { h_leaf.require_grad() } else { h_leaf };
-        let chunk_loss = per_chunk(head_logits(embed_leaf.clone(), h_leaf.clone(), softcap, precision), r);
+        let chunk_loss = per_chunk(tied_head_logits(h_leaf.clone(), embed_leaf.clone(), softcap, precision), r);
         total += chunk_loss.clone().inner().into_scalar::<f32>() as f64;
         let mut grads = chunk_loss.backward();
         if rows_need_grad {
@@ -229,7 +218,7 @@ fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: u
 /// (`[rows.len(), V]`, before soft-capping) of the gathered positions `positions[rows]`,
 /// turns them in place into `scale ×` the gradient of their summed loss, and returns that
 /// summed loss (unscaled). `scale` is `1 / denom`. Call it only on a host device
-/// ([`crate::host::runs_on_host`]) and with something that needs a gradient.
+/// and f32 model ([`sweelol_gemma::host::host_f32_head`]) and with something that needs a gradient.
 pub fn host_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, row_grad: F) -> LossOutput
 where
     F: FnMut(Range<usize>, &mut [f32], f32) -> f64,
