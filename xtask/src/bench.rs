@@ -380,3 +380,97 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
     std::fs::remove_dir_all(&scratch).ok();
     Ok(())
 }
+
+/// The products a training step is made of, `[m, k] x [k, n]`: 1024 rows (4 x 256 tokens)
+/// through the attention projections and the MLP.
+const GEMM_SHAPES: [(usize, usize, usize); 3] = [(1024, 640, 2048), (1024, 2048, 640), (1024, 640, 1024)];
+
+/// GFLOP/s of our f32 GEMM and our bf16 kernel (and of PyTorch's `a @ b` in f32 and bf16,
+/// with `python`), each the best of five runs after a warm-up, same shapes, same process
+/// threads.
+pub fn run_gemm_bench(out: &Path, python: Option<&Path>) -> Result<()> {
+    use sweelol_gemma::gemm::gemm_f32;
+    use sweelol_gemma::gemm_bf16::{self, Dst, MatRef};
+    let best = |f: &mut dyn FnMut()| {
+        f();
+        (0..5).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).fold(f64::INFINITY, f64::min)
+    };
+    let mut rows = Vec::new();
+    for (m, k, n) in GEMM_SHAPES {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32 - 44.0) / 50.0).collect();
+        let mut c = vec![0.0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        let f32_s = best(&mut || gemm_f32((m, n, k), &mut c, (1, n as isize), false, &a, (1, k as isize), &b, (1, n as isize)));
+        let bf16_s = best(&mut || gemm_bf16::gemm_bf16(Dst::row_major(&mut c, n), MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n)));
+        let packed = gemm_bf16::pack_b(MatRef::row_major(&b, k, n));
+        let packed_s = best(&mut || gemm_bf16::gemm_bf16_packed(Dst::row_major(&mut c, n), MatRef::row_major(&a, m, k), &packed));
+        rows.push(json!({
+            "shape": [m, k, n],
+            "ours_f32_gflops": flops / f32_s / 1e9,
+            "ours_bf16_gflops": flops / bf16_s / 1e9,
+            "ours_bf16_prepacked_gflops": flops / packed_s / 1e9,
+        }));
+    }
+    rows.push(head_bench(&best));
+    if let Some(python) = python {
+        let script = r#"
+import json, sys, time, torch
+out = []
+for m, k, n in json.loads(sys.argv[1]):
+    row = {}
+    for name, dt in (("torch_f32_gflops", torch.float32), ("torch_bf16_gflops", torch.bfloat16)):
+        a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+        a @ b
+        best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5))
+        row[name] = 2 * m * n * k / best / 1e9
+    out.append(row)
+print(json.dumps({"rows": out, "torch": torch.__version__, "threads": torch.get_num_threads()}))
+"#;
+        let shapes = serde_json::to_string(&GEMM_SHAPES.iter().map(|&(m, k, n)| [m, k, n]).collect::<Vec<_>>())?;
+        let output = std::process::Command::new(python).arg("-c").arg(script).arg(shapes).output().with_context(|| format!("running {}", python.display()))?;
+        if !output.status.success() {
+            bail!("{} failed: {}", python.display(), String::from_utf8_lossy(&output.stderr));
+        }
+        let torch: Value = serde_json::from_slice(&output.stdout).context("PyTorch's GEMM report")?;
+        for (ours, theirs) in rows.iter_mut().zip(torch["rows"].as_array().into_iter().flatten()) {
+            for (key, v) in theirs.as_object().into_iter().flatten() {
+                ours[key] = v.clone();
+            }
+        }
+        rows.push(json!({"torch": torch["torch"], "torch_threads": torch["threads"]}));
+    }
+    let report = json!({
+        "bf16_kernel": gemm_bf16::kernel().name(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "commit": crate::report::git_commit(),
+        "products": rows,
+    });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The fused head + cross-entropy with both gradients (`host_head::cross_entropy`) on a
+/// step's worth of rows: 1024 x 640 hidden rows against the 262144 x 640 table, in f32 and
+/// in bf16, seconds per call.
+fn head_bench(best: &dyn Fn(&mut dyn FnMut()) -> f64) -> Value {
+    use sweelol_train::host_head::{cross_entropy, HeadInputs};
+    let (n, vocab, hidden) = (1024, 262_144, 640);
+    let embed: Vec<f32> = (0..vocab * hidden).map(|i| ((i % 101) as f32 - 50.0) / 2000.0).collect();
+    let rows: Vec<f32> = (0..n * hidden).map(|i| ((i % 83) as f32 - 41.0) / 40.0).collect();
+    let targets: Vec<u32> = (0..n as u32).map(|i| i * 257 % vocab as u32).collect();
+    let mut out = json!({"head_shape": [n, hidden, vocab]});
+    for precision in [Precision::F32, Precision::Bf16] {
+        let x = HeadInputs { embed: &embed, vocab, hidden, rows: &rows, softcap: None, precision };
+        let s = best(&mut || {
+            let g = cross_entropy(&x, &targets, 512, 1.0 / n as f32, true, true);
+            std::hint::black_box(g.loss_sum);
+        });
+        out[format!("head_{}_s", precision.as_str())] = json!(s);
+    }
+    out
+}

@@ -168,6 +168,10 @@ enum Command {
         /// (1 = exact shapes; 64 suits JIT backends such as wgpu).
         #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         pad_to_multiple: usize,
+        /// Only the matrix-product micro-benchmark (f32 and bf16 GFLOP/s at the decoder's
+        /// shapes; PyTorch's too with --compare-torch), written to --out.
+        #[arg(long)]
+        gemm: bool,
     },
     /// Is this backend right here? The tiny model's logits vs transformers, and a model's
     /// first documents per study task vs lm-eval (run first on a new, e.g. GPU, machine).
@@ -354,7 +358,8 @@ fn main() -> Result<()> {
             let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
             eprintln!("{}", outcome.summary());
         }
-        Command::Bench { out, steps, docs, only, compare_torch, torch_device, model, batch_size, max_len, pad_to_multiple } => {
+        Command::Bench { out, compare_torch, gemm: true, .. } => bench::run_gemm_bench(&out, compare_torch.as_deref())?,
+        Command::Bench { out, steps, docs, only, compare_torch, torch_device, model, batch_size, max_len, pad_to_multiple, gemm: false } => {
             let opts = bench::BenchOptions {
                 out,
                 steps,

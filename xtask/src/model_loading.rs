@@ -55,9 +55,17 @@ pub fn check_adapter(dir: &Path) -> Result<AdapterKind> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Models this thread loaded (tests check that a study with nothing to do loads none).
+    pub static LOADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Loads `source` with its adapter (if any) on `device`, its matrix products computing in
 /// `precision`.
 pub fn load_model(source: &str, adapter: Option<&Path>, merge_lora: bool, device: &Device, precision: Precision) -> Result<LoadedModel> {
+    #[cfg(test)]
+    LOADS.with(|n| n.set(n.get() + 1));
     if let Some(dir) = adapter {
         check_adapter(dir)?;
     }

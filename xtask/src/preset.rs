@@ -122,6 +122,50 @@ pub struct EvalSection {
     pub limit: Limit,
     #[serde(default)]
     pub num_fewshot: usize,
+    /// What the evaluation's products compute in, whatever the rows trained in: f32 (the
+    /// default) keeps Baseline's numbers identical to lm-eval's.
+    #[serde(default)]
+    pub dtype: sweelol_gemma::Precision,
+}
+
+/// A preset's training dtype: one of the two, or `auto`: bf16 where the device has native
+/// bf16 products ([`sweelol_gemma::Precision::native_bf16`]), else f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtypeChoice {
+    F32,
+    Bf16,
+    Auto,
+}
+
+impl DtypeChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtypeChoice::F32 => "f32",
+            DtypeChoice::Bf16 => "bf16",
+            DtypeChoice::Auto => "auto",
+        }
+    }
+
+    /// The precision on `device`, and why, for the run's first lines.
+    pub fn resolve(self, device: &burn::tensor::Device) -> (sweelol_gemma::Precision, &'static str) {
+        use sweelol_gemma::Precision;
+        match self {
+            DtypeChoice::F32 => (Precision::F32, "as the preset says"),
+            DtypeChoice::Bf16 => (Precision::Bf16, "as the preset says"),
+            DtypeChoice::Auto if Precision::native_bf16(device) => (Precision::Bf16, "auto: this device has native bf16 products"),
+            DtypeChoice::Auto => (Precision::F32, "auto: this device has no native bf16 products, so bf16 would be slower"),
+        }
+    }
+}
+
+impl From<sweelol_gemma::Precision> for DtypeChoice {
+    fn from(p: sweelol_gemma::Precision) -> Self {
+        match p {
+            sweelol_gemma::Precision::F32 => DtypeChoice::F32,
+            sweelol_gemma::Precision::Bf16 => DtypeChoice::Bf16,
+        }
+    }
 }
 
 /// Knobs applied on top of every row's technique config.
@@ -133,8 +177,9 @@ pub struct Overrides {
     pub epochs: Option<usize>,
     pub max_steps: Option<usize>,
     pub batch_size: Option<usize>,
-    /// `[train] dtype` of every row, which the evaluation then uses too (`--dtype` overrides).
-    pub dtype: Option<sweelol_gemma::Precision>,
+    /// `[train] dtype` of every row (`--dtype` overrides); `run_study` settles `auto` before
+    /// any row runs.
+    pub dtype: Option<DtypeChoice>,
 }
 
 impl Overrides {
@@ -155,8 +200,11 @@ impl Overrides {
         if let Some(n) = self.batch_size {
             cfg.train.batch_size = n;
         }
-        if let Some(d) = self.dtype {
-            cfg.train.dtype = d;
+        match self.dtype {
+            Some(DtypeChoice::F32) => cfg.train.dtype = sweelol_gemma::Precision::F32,
+            Some(DtypeChoice::Bf16) => cfg.train.dtype = sweelol_gemma::Precision::Bf16,
+            // `run_study` settles `auto` on its device before any row runs.
+            Some(DtypeChoice::Auto) | None => {}
         }
     }
 }

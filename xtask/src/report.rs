@@ -117,6 +117,9 @@ pub struct Report {
     pub tasks: Vec<String>,
     pub limit: Limit,
     pub num_fewshot: usize,
+    /// What the rows trained in and what the evaluation computed in.
+    pub train_dtype: String,
+    pub eval_dtype: String,
     /// Whether the limit is the published study's (200); otherwise its numbers are on
     /// other documents and only indicative.
     pub same_limit_as_published: bool,
@@ -223,6 +226,8 @@ impl Report {
             tasks: tasks.clone(),
             limit: preset.eval.limit,
             num_fewshot: preset.eval.num_fewshot,
+            train_dtype: preset.overrides.dtype.map_or("f32", crate::preset::DtypeChoice::as_str).to_string(),
+            eval_dtype: preset.eval.dtype.to_string(),
             same_limit_as_published: preset.eval.limit == PUBLISHED_LIMIT,
             rows,
             findings,
@@ -279,10 +284,12 @@ impl Report {
             "\nacc in %, ± = 95% CI half-width over documents; pub. = the published study (bf16 hub weights, limit \
              200); p = exact McNemar test of per-document correctness against Baseline (paired by doc_id), Holm = \
              its Holm-adjusted value over all {} tests; Average MMLU [95% paired bootstrap interval], Δ = minus \
-             Baseline's. limit {}, {}-shot.",
+             Baseline's. limit {}, {}-shot; trained in {}, evaluated in {}.",
             self.rows.iter().flat_map(|r| r.tasks.values()).filter(|c| c.p_vs_baseline.is_some()).count(),
             self.limit,
-            self.num_fewshot
+            self.num_fewshot,
+            self.train_dtype,
+            self.eval_dtype
         )?;
         let losses: Vec<String> = self
             .rows

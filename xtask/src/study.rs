@@ -21,7 +21,7 @@ use sweelol_outdir::{DirLock, OutDirError, IDENTITY_FILE, LOCK_FILE};
 
 use crate::config::{self, TechniqueRun};
 use crate::model_loading::load_model;
-use crate::preset::{Limit, Preset, RowResult, RowSpec, StageRecord};
+use crate::preset::{DtypeChoice, Limit, Preset, RowResult, RowSpec, StageRecord};
 use crate::report;
 
 /// What the command line asks of a study.
@@ -148,6 +148,17 @@ fn seeded_rows(preset: &Preset) -> Result<BTreeSet<String>> {
     Ok(seeded)
 }
 
+/// Whether training `spec` with seed `seed` is its config as written (with the preset's
+/// overrides).
+fn is_configured_seed(preset: &Preset, spec: &RowSpec, seed: u64) -> Result<bool> {
+    let Some(path) = &spec.config else { return Ok(false) };
+    let mut cfg = config::load(path)?;
+    preset.overrides.apply(&mut cfg.run);
+    let as_written = cfg.hash();
+    cfg.set_seed(seed);
+    Ok(cfg.hash() == as_written)
+}
+
 /// The runs of the study, in row order.
 fn plan<'a>(preset: &'a Preset, run_dir: &Path, seeds: Option<&[u64]>) -> Result<Vec<RowRun<'a>>> {
     let seeded = seeded_rows(preset)?;
@@ -157,13 +168,46 @@ fn plan<'a>(preset: &'a Preset, run_dir: &Path, seeds: Option<&[u64]>) -> Result
         match seeds.filter(|_| seeded.contains(&spec.name)) {
             Some(seeds) => {
                 for &s in seeds {
-                    runs.push(RowRun { spec, seed: Some(s), dir: dir.join(format!("seed-{s}")) });
+                    // The row's own seed is the run made without --seeds: same config, same
+                    // folder, so it is reused rather than trained again.
+                    let dir = if is_configured_seed(preset, spec, s)? { dir.clone() } else { dir.join(format!("seed-{s}")) };
+                    runs.push(RowRun { spec, seed: Some(s), dir });
                 }
             }
             None => runs.push(RowRun { spec, seed: None, dir }),
         }
     }
     Ok(runs)
+}
+
+/// What the study is about to do, row by row: training examples, epochs and steps (from
+/// each row's config with the preset's overrides), documents to score. Stages already done
+/// are reused when the study reaches them.
+fn plan_text(preset: &Preset, runs: &[RowRun], to_run: &BTreeSet<String>, docs_per_row: usize) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = format!("plan ({} runs; finished stages are reused):\n", runs.len());
+    for run in runs.iter().filter(|r| to_run.contains(&r.spec.name)) {
+        let training = match &run.spec.config {
+            None => String::new(),
+            Some(path) => {
+                let mut cfg = config::load(path)?;
+                preset.overrides.apply(&mut cfg.run);
+                let (d, t) = (&cfg.run.data, &cfg.run.train);
+                if !cfg.technique.trains() {
+                    "prune; ".to_string()
+                } else {
+                    let per_epoch = d.n_train.div_ceil(t.batch_size * t.grad_accum.max(1));
+                    let steps = t.max_steps.unwrap_or(per_epoch * t.epochs);
+                    format!(
+                        "train {} examples x {} epoch(s) of <= {} tokens ({steps} steps of {} x {}, {}); ",
+                        d.n_train, t.epochs, d.max_len, t.batch_size, t.grad_accum.max(1), t.dtype
+                    )
+                }
+            }
+        };
+        writeln!(out, "  {:<24} {training}score {docs_per_row} documents ({})", run.key(), preset.eval.dtype)?;
+    }
+    Ok(out)
 }
 
 /// The rows this invocation runs: all, or the one asked for and what it is built on.
@@ -300,22 +344,25 @@ pub fn run_study(
     if let Some(limit) = opts.limit {
         preset.eval.limit = limit;
     }
-    if opts.dtype.is_some() {
-        preset.overrides.dtype = opts.dtype;
+    if let Some(d) = opts.dtype {
+        preset.overrides.dtype = Some(d.into());
     }
-    let dtype = preset.overrides.dtype.unwrap_or_default();
+    let (dtype, why) = preset.overrides.dtype.unwrap_or(DtypeChoice::F32).resolve(device);
+    preset.overrides.dtype = Some(dtype.into());
+    eprintln!("study {}: training in {dtype} ({why}); evaluating in {}", preset.name, preset.eval.dtype);
     let to_run = rows_to_run(&preset, opts.only.as_deref())?;
     // Tasks and data are found and checked before any training: a typo or a missing file
     // fails in seconds, not hours.
     sweelol_eval::check_request(&eval_options(&preset, Path::new(""), PathBuf::new()))?;
     let data_root =
         crate::data_fetch::eval_data_root(&crate::default_data_root(), &preset.eval.tasks, preset.eval.num_fewshot)?;
-    sweelol_eval::load_tasks(&eval_options(&preset, &data_root, PathBuf::new()))?;
+    let docs_per_row: usize = sweelol_eval::load_tasks(&eval_options(&preset, &data_root, PathBuf::new()))?.iter().map(|t| t.docs.len()).sum();
     // Absolute, so every output path recorded in a stage is usable from anywhere.
     let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     let _lock = DirLock::acquire(&run_dir)?;
     claim_run_dir(&run_dir, backend, dtype, opts.fresh)?;
     let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
+    eprint!("{}", plan_text(&preset, &runs, &to_run, docs_per_row)?);
     let started = Instant::now();
     let mut trained = Trained::new();
     let mut results: Vec<RowResult> = Vec::new();
@@ -431,8 +478,7 @@ fn eval_stage(
     backend: &str,
     data_root: &Path,
 ) -> Result<(RowResult, bool)> {
-    // The rows' training dtype, which `run_study` settled, is the evaluation's too.
-    let dtype = preset.overrides.dtype.unwrap_or_default();
+    let dtype = preset.eval.dtype;
     let (source, adapter) = match &train {
         None => (preset.base_model.clone(), None),
         Some(t) => (t.model_source.clone(), t.adapter.clone()),
@@ -454,9 +500,20 @@ fn eval_stage(
     opts.identity = crate::provenance::model_identity(&source, adapter.as_deref(), backend, dtype)?;
     // The study owns this folder: results of another model or code version are redone, as
     // a changed row is, rather than refused.
-    if let Err(e @ EvalError::OutDir(OutDirError::Mismatch { .. })) = sweelol_eval::preflight(&opts) {
-        eprintln!("{}: {e}; evaluating again", run.key());
-        opts.fresh = true;
+    match sweelol_eval::preflight(&opts) {
+        Err(e @ EvalError::OutDir(OutDirError::Mismatch { .. })) => {
+            eprintln!("{}: {e}; evaluating again", run.key());
+            opts.fresh = true;
+        }
+        // Finished under this identity: read back, no model loaded.
+        Ok(_) if complete => {
+            let mut summary: EvalSummary = read_stage(&eval_dir.join("summary.json")).context("summary.json")?;
+            set_eval_rate(&mut summary, earlier_seconds);
+            eprintln!("{}: evaluated earlier (same model, settings and identity), skipping", run.key());
+            let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds: earlier_seconds };
+            return Ok((result, false));
+        }
+        _ => {}
     }
     let loaded = load_model(&source, adapter.as_deref(), false, device, dtype)?;
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
@@ -467,7 +524,8 @@ fn eval_stage(
     set_eval_rate(&mut summary, eval_seconds);
     eprintln!("{}", format_table(&summary));
     let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds };
-    Ok((result, !complete))
+    // Scored now unless every document was already there (a fresh start rescored them all).
+    Ok((result, !complete || opts.fresh))
 }
 
 /// A run that an earlier invocation finished, read back from its folder, or `None` if it

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sweelol_gemma::host::host_f32_head;
-use sweelol_gemma::{load_pretrained, save_hf_dir, tied_head_logits, Gemma3};
+use sweelol_gemma::host::host_head_kernels;
+use sweelol_gemma::{load_pretrained, save_hf_dir, tied_head_logits, Gemma3, Precision};
 use sweelol_train::config::resolve_source;
 use sweelol_train::lookup;
 use sweelol_train::{
@@ -130,7 +130,16 @@ impl TrainableModel for KdModel {
                 let mut loss = 0.0;
                 for start in rows.clone().step_by(TEACHER_ROWS) {
                     let sub = start..(start + TEACHER_ROWS).min(rows.end);
-                    let teacher = HeadInputs { embed: t_embed, vocab, hidden: h, rows: &t_rows[sub.start * h..sub.end * h], softcap: None };
+                    // The teacher's logits stay f32: a bf16 product here would convert the
+                    // whole table again for every block of rows.
+                    let teacher = HeadInputs {
+                        embed: t_embed,
+                        vocab,
+                        hidden: h,
+                        rows: &t_rows[sub.start * h..sub.end * h],
+                        softcap: None,
+                        precision: Precision::F32,
+                    };
                     let t = &mut t_logits[..sub.len() * vocab];
                     host_head::logits_into(&teacher, t);
                     let s = &mut z[(sub.start - rows.start) * vocab..(sub.end - rows.start) * vocab];
@@ -209,7 +218,7 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
     let tokenizer = prepared.tokenizer;
     let id = RunIdentity::new(cfg, TECHNIQUE, distill);
     // Only the fused host head (forward KL) reads the table on the host.
-    let (teacher, teacher_table) = if host_f32_head(device, teacher.precision()) && distill.divergence == Divergence::ForwardKl {
+    let (teacher, teacher_table) = if host_head_kernels(device) && distill.divergence == Divergence::ForwardKl {
         let (teacher, table) = TeacherTable::take(teacher);
         (teacher, Some(table))
     } else {

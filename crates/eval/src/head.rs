@@ -14,7 +14,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 use sweelol_gemma::gemm::gemm_f32;
-use sweelol_gemma::host::{self, host_f32_head, with_host_f32};
+use sweelol_gemma::host::{self, host_head_kernels, with_host_f32};
 use sweelol_gemma::Gemma3;
 
 /// Rows one head product takes on a backend that builds the logits: `[rows, 262144]` f32
@@ -28,7 +28,7 @@ const VOCAB_BLOCK: usize = 4096;
 /// `log_softmax(head(rows))[row, id]` for every `(row, id)` of `picks`; `rows` is `[n, H]`
 /// final-normed hidden states.
 pub fn token_log_probs(model: &Gemma3, rows: Tensor<2>, picks: &[(usize, u32)]) -> Vec<f64> {
-    if !host_f32_head(&rows.device(), model.precision()) {
+    if !host_head_kernels(&rows.device()) {
         return burn_log_probs(model, rows, picks);
     }
     let [n, hidden] = rows.dims();

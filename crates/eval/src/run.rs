@@ -148,6 +148,12 @@ fn task_specs(opts: &EvalOptions) -> Result<Vec<TaskSpec>, EvalError> {
     if opts.tasks.is_empty() {
         return Err(EvalError::Invalid("no tasks given".into()));
     }
+    // A task named twice would be scored twice and weigh double in Average MMLU.
+    for (i, name) in opts.tasks.iter().enumerate() {
+        if opts.tasks[..i].contains(name) {
+            return Err(EvalError::Invalid(format!("task {name} is named twice; name each task once")));
+        }
+    }
     Ok(opts.tasks.iter().map(|n| parse_task_name(n)).collect::<Result<Vec<_>, _>>()?)
 }
 

@@ -152,6 +152,12 @@ fn unknown_tasks_and_a_zero_limit_fail_before_anything_is_written() {
     assert!(!out.exists(), "the earlier task was not scored");
     let msg = preflight(&options(&out, 0, "none")).unwrap_err().to_string();
     assert!(msg.contains("limit must be at least 1"), "{msg}");
+    // A task named twice is refused, naming it, before anything is scored.
+    let mut twice = options(&out, 2, "none");
+    twice.tasks = vec![TASK.to_string(), "hellaswag".to_string(), TASK.to_string()];
+    let msg = preflight(&twice).unwrap_err().to_string();
+    assert!(msg.contains(TASK) && msg.contains("named twice"), "{msg}");
+    assert!(!out.exists(), "nothing was scored");
 }
 
 #[test]

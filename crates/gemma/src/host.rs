@@ -17,11 +17,12 @@ pub fn runs_on_host(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
-/// Whether the f32 head kernels on host memory (the fused head + loss, the blocked eval
-/// head, KD's teacher table) serve a model on `device` whose products compute in
-/// `precision`: only in f32; bf16 products go through burn.
-pub fn host_f32_head(device: &Device, precision: crate::Precision) -> bool {
-    runs_on_host(device) && precision == crate::Precision::F32
+/// Whether the head kernels on host memory (the fused head + loss, the blocked eval head,
+/// KD's teacher table) serve a model on `device`: on the host, in either precision. They
+/// never build the `[rows, 262144]` logits as tensors; in bf16 the training head's products
+/// are bf16 (`sweelol_train::host_head`), the evaluation head and KD's teacher logits f32.
+pub fn host_head_kernels(device: &Device) -> bool {
+    runs_on_host(device)
 }
 
 /// The data of `t` as f32 on the host; no copy when the tensor owns its buffer alone.

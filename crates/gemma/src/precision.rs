@@ -26,14 +26,19 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// `lhs · rhs` (batched over leading axes) in this precision, returned as f32.
+    /// `lhs · rhs` (batched over leading axes) in this precision, returned as f32. bf16
+    /// products of host tensors use [`crate::gemm_bf16`] (AMX where the CPU has it), others
+    /// burn's bf16 tensors.
     pub fn matmul<const D: usize>(self, lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
         match self {
             Precision::F32 => lhs.matmul(rhs),
-            Precision::Bf16 => {
-                let bf16 = |t: Tensor<D>| t.cast(FloatDType::BF16);
-                bf16(lhs).matmul(bf16(rhs)).cast(FloatDType::F32)
-            }
+            Precision::Bf16 => match crate::bf16_ops::matmul(lhs.clone(), rhs.clone()) {
+                Some(product) => product,
+                None => {
+                    let bf16 = |t: Tensor<D>| t.cast(FloatDType::BF16);
+                    bf16(lhs).matmul(bf16(rhs)).cast(FloatDType::F32)
+                }
+            },
         }
     }
 
@@ -42,7 +47,10 @@ impl Precision {
     pub fn linear(self, x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         match self {
             Precision::F32 => crate::gemm::matmul(x, w),
-            Precision::Bf16 => self.matmul(x, w),
+            Precision::Bf16 => match crate::bf16_ops::linear(x.clone(), w.clone()) {
+                Some(product) => product,
+                None => self.matmul(x, w),
+            },
         }
     }
 
@@ -56,6 +64,17 @@ impl Precision {
             Precision::Bf16 => Err(crate::GemmaError::Other(format!(
                 "dtype bf16: the device {device:?} has no bf16 kernels; use dtype f32, or a backend with bf16 (tch-cuda, or flex to emulate it)"
             ))),
+        }
+    }
+
+    /// Whether bf16 products on `device` run on bf16 hardware (AMX tiles on the CPU
+    /// backend, a backend's own bf16 kernels elsewhere) rather than emulated through f32,
+    /// where bf16 costs more than f32.
+    pub fn native_bf16(device: &Device) -> bool {
+        if crate::host::runs_on_host(device) {
+            crate::gemm_bf16::kernel() == crate::gemm_bf16::Bf16Kernel::Amx
+        } else {
+            device.supports_dtype(DType::BF16)
         }
     }
 

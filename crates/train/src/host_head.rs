@@ -8,13 +8,17 @@
 //! embedding's: three GEMMs and two passes over the buffer, instead of an autodiff graph
 //! that allocates a fresh `[V, H]` gradient per chunk and adds them up.
 //!
-//! Matrices are row-major `f32` slices; GEMMs are [`sweelol_gemma::gemm::gemm_f32`].
+//! Matrices are row-major `f32` slices. In f32 the GEMMs are [`gemm_f32`] on the table where
+//! it lies; in bf16 they are [`sweelol_gemma::gemm_bf16`]'s, with the table packed once per
+//! call (as `embedᵀ` for the logits and as `embed` for the rows' gradient), not per chunk.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use sweelol_gemma::gemm::gemm_f32;
-use sweelol_gemma::host;
+use sweelol_gemma::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b, pack_b_reused, Dst, MatRef, PackedB};
+use sweelol_gemma::{host, Precision};
 
 /// The summed loss and gradients, already multiplied by `scale`.
 pub struct HeadGrads {
@@ -32,7 +36,7 @@ pub struct HeadGrads {
 /// buffer once instead of once per chunk, and only after the head's logit chunks are gone.
 pub enum EmbedGrad {
     Done(Vec<f32>),
-    Pending { g: Vec<f32> },
+    Pending { g: Vec<f32>, precision: Precision },
 }
 
 impl EmbedGrad {
@@ -40,11 +44,10 @@ impl EmbedGrad {
     pub fn finish(self, rows: &[f32], vocab: usize, hidden: usize) -> Vec<f32> {
         match self {
             EmbedGrad::Done(d) => d,
-            EmbedGrad::Pending { g } => {
+            EmbedGrad::Pending { g, precision } => {
                 let n = rows.len() / hidden;
                 let mut d = vec![0.0f32; vocab * hidden];
-                // d = Gᵀ · rows: Gᵀ[j, r] = G[r, j] (column stride V, row stride 1).
-                gemm_f32((vocab, hidden, n), &mut d, (1, hidden as isize), false, &g, (vocab as isize, 1), rows, (1, hidden as isize));
+                embed_grad(precision, &g, rows, (n, vocab, hidden), &mut d, false);
                 d
             }
         }
@@ -59,6 +62,8 @@ pub struct HeadInputs<'a> {
     pub rows: &'a [f32],
     /// Gemma's final logit soft-capping (`cap · tanh(z / cap)`), if any.
     pub softcap: Option<f32>,
+    /// What the head's products compute in.
+    pub precision: Precision,
 }
 
 impl HeadInputs<'_> {
@@ -124,7 +129,45 @@ pub fn logits(x: &HeadInputs) -> Vec<f32> {
 pub fn logits_into(x: &HeadInputs, z: &mut [f32]) {
     let (v, h, n) = (x.vocab, x.hidden, x.num_rows());
     assert_eq!(z.len(), n * v, "logits are [rows, vocab]");
-    gemm_f32((n, v, h), z, (1, v as isize), false, x.rows, (1, h as isize), x.embed, (h as isize, 1));
+    match x.precision {
+        Precision::F32 => gemm_f32((n, v, h), z, (1, v as isize), false, x.rows, (1, h as isize), x.embed, (h as isize, 1)),
+        Precision::Bf16 => gemm_bf16(Dst::row_major(z, v), MatRef::row_major(x.rows, n, h), MatRef::row_major(x.embed, v, h).t()),
+    }
+}
+
+/// `d (+)= gᵀ · rows` (`[V, H]`) from the logit gradients `g` (`[n, V]`) of `n` rows.
+fn embed_grad(precision: Precision, g: &[f32], rows: &[f32], (n, v, h): (usize, usize, usize), d: &mut [f32], accumulate: bool) {
+    match precision {
+        // gᵀ[j, r] = g[r, j] (column stride v, row stride 1).
+        Precision::F32 => gemm_f32((v, h, n), d, (1, h as isize), accumulate, g, (v as isize, 1), rows, (1, h as isize)),
+        Precision::Bf16 => gemm_bf16(
+            Dst { data: d, cs: 1, rs: h as isize, accumulate },
+            MatRef::row_major(g, n, v).t(),
+            MatRef::row_major(rows, n, h),
+        ),
+    }
+}
+
+/// The table as the head's bf16 products read it, packed once per call: `embedᵀ` for the
+/// logits, `embed` for the rows' gradient.
+struct PackedTable {
+    transposed: Arc<PackedB>,
+    plain: Option<Arc<PackedB>>,
+}
+
+impl PackedTable {
+    /// The packed table for bf16 heads (none in f32). A table that does not train (LoRA,
+    /// prompt tuning) is packed once and reused from call to call
+    /// ([`sweelol_gemma::gemm_bf16::pack_b_reused`]): converting its 262144 x 640 values
+    /// twice was a quarter of a LoRA step.
+    fn for_inputs(x: &HeadInputs, need_rows: bool, need_embed: bool) -> Option<Self> {
+        if x.precision != Precision::Bf16 {
+            return None;
+        }
+        let embed = MatRef::row_major(x.embed, x.vocab, x.hidden);
+        let pack = |m: MatRef| if need_embed { Arc::new(pack_b(m)) } else { pack_b_reused(m) };
+        Some(PackedTable { transposed: pack(embed.t()), plain: need_rows.then(|| pack(embed)) })
+    }
 }
 
 /// Cross-entropy of `rows · embedᵀ` against `targets`, `chunk_rows` rows at a time, with
@@ -157,26 +200,32 @@ where
     let mut d_rows = need_rows.then(|| vec![0.0f32; n * h]);
     let mut d_embed = (need_embed && !defer).then(|| vec![0.0f32; v * h]);
     let mut loss_sum = 0.0f64;
+    let table = PackedTable::for_inputs(x, need_rows, need_embed);
     for (c, start) in (0..n).step_by(chunk_rows).enumerate() {
         let len = chunk_rows.min(n - start);
         let rows = &x.rows[start * h..(start + len) * h];
         let at = if defer { start * v } else { 0 };
         let z = &mut logits[at..at + len * v];
         // z = rows · embedᵀ: embedᵀ[k, j] = embed[j, k] (column stride h, row stride 1).
-        gemm_f32((len, v, h), z, (1, v as isize), false, rows, (1, h as isize), x.embed, (h as isize, 1));
+        match &table {
+            None => gemm_f32((len, v, h), z, (1, v as isize), false, rows, (1, h as isize), x.embed, (h as isize, 1)),
+            Some(t) => gemm_bf16_packed(Dst::row_major(z, v), MatRef::row_major(rows, len, h), &t.transposed),
+        }
         loss_sum += row_grad(start..start + len, z);
         if let Some(d) = d_rows.as_mut() {
             // d_rows = g · embed.
             let dst = &mut d[start * h..(start + len) * h];
-            gemm_f32((len, h, v), dst, (1, h as isize), false, z, (1, v as isize), x.embed, (1, h as isize));
+            match table.as_ref().and_then(|t| t.plain.as_ref()) {
+                None => gemm_f32((len, h, v), dst, (1, h as isize), false, z, (1, v as isize), x.embed, (1, h as isize)),
+                Some(p) => gemm_bf16_packed(Dst::row_major(dst, h), MatRef::row_major(z, len, v), p),
+            }
         }
         if let Some(d) = d_embed.as_mut() {
-            // d_embed += gᵀ · rows: gᵀ[j, r] = g[r, j] (column stride v, row stride 1).
-            gemm_f32((v, h, len), d, (1, h as isize), c > 0, z, (v as isize, 1), rows, (1, h as isize));
+            embed_grad(x.precision, z, rows, (len, v, h), d, c > 0);
         }
     }
     let d_embed = match (defer, d_embed) {
-        (true, _) => Some(EmbedGrad::Pending { g: logits }),
+        (true, _) => Some(EmbedGrad::Pending { g: logits, precision: x.precision }),
         (false, d) => d.map(EmbedGrad::Done),
     };
     HeadGrads { loss_sum, d_rows, d_embed }
@@ -237,7 +286,7 @@ mod tests {
         let rows = values(n * h, 2);
         let targets: Vec<u32> = (0..n as u32).map(|i| (i * 53 + 5) % v as u32).collect();
         for softcap in [None, Some(3.0f32)] {
-            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap };
+            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap, precision: Precision::F32 };
             let (loss, d_rows, d_embed) = reference(&x, &targets, 0.25);
             for chunk in [1, 3, 7, 64] {
                 let got = cross_entropy(&x, &targets, chunk, 0.25, true, true);
@@ -253,8 +302,44 @@ mod tests {
         // Only what is asked for is computed.
         let rows = values(7 * h, 2);
         let targets: Vec<u32> = (0..7).map(|i| (i * 53 + 5) % v as u32).collect();
-        let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap: None };
+        let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap: None, precision: Precision::F32 };
         let got = cross_entropy(&x, &targets, 4, 1.0, false, true);
         assert!(got.d_rows.is_none() && got.d_embed.is_some());
+    }
+
+    fn cosine(a: &[f32], b: &[f64]) -> f64 {
+        let dot: f64 = a.iter().zip(b).map(|(a, b)| *a as f64 * b).sum();
+        let na: f64 = a.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|b| b * b).sum::<f64>().sqrt();
+        dot / (na * nb)
+    }
+
+    /// bf16 products move the loss and gradients by bf16's rounding only; a frozen table
+    /// kept packed between calls is repacked when its values change in place.
+    #[test]
+    fn bf16_head_follows_the_definition_and_repacks_a_changed_table() {
+        let (v, h, n) = (301, 48, 37);
+        let mut embed = values(v * h, 1);
+        let rows = values(n * h, 2);
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 53 + 5) % v as u32).collect();
+        for round in 0..2 {
+            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap: Some(3.0), precision: Precision::F32 };
+            let (loss, d_rows, d_embed) = reference(&x, &targets, 1.0);
+            let x = HeadInputs { precision: Precision::Bf16, ..x };
+            for need_embed in [false, true] {
+                let got = cross_entropy(&x, &targets, 16, 1.0, true, need_embed);
+                let rel = (got.loss_sum - loss).abs() / loss;
+                assert!(rel < 5e-3, "round {round}: loss {} vs {loss}", got.loss_sum);
+                let c = cosine(got.d_rows.as_ref().unwrap(), &d_rows);
+                assert!(c > 0.999, "round {round}: d_rows cosine {c}");
+                if need_embed {
+                    let c = cosine(&got.d_embed.unwrap().finish(&rows, v, h), &d_embed);
+                    assert!(c > 0.999, "round {round}: d_embed cosine {c}");
+                }
+            }
+            // The same buffer with other values: the kept packing must not be reused.
+            embed.iter_mut().for_each(|e| *e *= -2.0);
+        }
+        sweelol_gemma::gemm_bf16::forget_packed();
     }
 }

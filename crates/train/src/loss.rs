@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
-use sweelol_gemma::host::host_f32_head;
+use sweelol_gemma::host::host_head_kernels;
 use sweelol_gemma::{tied_head_logits, Gemma3};
 
 use rayon::prelude::*;
@@ -98,7 +98,7 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 /// [`chunked_head_loss`].
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
     let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
-    if needs_grad && !targets.is_empty() && host_f32_head(&hidden.device(), lm.precision()) {
+    if needs_grad && !targets.is_empty() && host_head_kernels(&hidden.device()) {
         return host_lm_loss(lm, hidden, targets, chunk_rows, denom);
     }
     chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {
@@ -218,7 +218,7 @@ fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: u
 /// (`[rows.len(), V]`, before soft-capping) of the gathered positions `positions[rows]`,
 /// turns them in place into `scale ×` the gradient of their summed loss, and returns that
 /// summed loss (unscaled). `scale` is `1 / denom`. Call it only on a host device
-/// and f32 model ([`sweelol_gemma::host::host_f32_head`]) and with something that needs a gradient.
+/// model ([`sweelol_gemma::host::host_head_kernels`]) and with something that needs a gradient.
 pub fn host_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, row_grad: F) -> LossOutput
 where
     F: FnMut(Range<usize>, &mut [f32], f32) -> f64,
@@ -250,6 +250,7 @@ where
             hidden: h,
             rows: rows_slice,
             softcap: lm.config.final_logit_softcapping.map(|c| c as f32),
+            precision: lm.precision(),
         };
         host_head::fused(&inputs, chunk_rows, need_rows, need_embed, |r, z| row_grad(r, z, scale))
     });

@@ -145,7 +145,10 @@ where
     } else {
         Some(evaluate(&model, &data.eval, cfg.train.batch_size, cfg.train.loss_chunk_rows)?.0)
     };
-    let outcome = train(model, data, &TrainOptions::from_config(cfg, &id.hash).with_keys(id.keys.clone()))?;
+    let outcome = train(model, data, &TrainOptions::from_config(cfg, &id.hash).with_keys(id.keys.clone()));
+    // The run's frozen table and weights, packed for bf16, go with the run.
+    sweelol_gemma::gemm_bf16::forget_packed();
+    let outcome = outcome?;
     save(&outcome.model, dir)?;
     Ok(RunReport {
         technique: id.technique.to_string(),

@@ -139,8 +139,10 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let kd = &t["rows"][6]["train"][0]["details"]["sparsity"]["pruned_tensors"];
     assert_eq!(kd.as_f64(), Some(0.5), "{kd}");
 
-    // Nothing changed: nothing is redone.
+    // Nothing changed: nothing is redone, and no model is loaded.
+    let loads = crate::model_loading::LOADS.with(|n| n.get());
     let again = run(&preset, &results, &opts);
+    assert_eq!(crate::model_loading::LOADS.with(|n| n.get()), loads, "a study with nothing to do loads no model");
     assert!(rows_that(&again, Action::Trained).is_empty() && rows_that(&again, Action::Evaluated).is_empty());
     assert_eq!(numbers(&table(&again.run_dir)), numbers(&t));
 
@@ -184,6 +186,42 @@ fn killed_at_every_stage_boundary_the_study_gives_the_same_table() {
     };
     assert_eq!(invocations, 13, "6 trainings + 7 evaluations, one per invocation (the last also reports)");
     assert_eq!(numbers(&table(&last.run_dir)), numbers(&table(&whole.run_dir)));
+}
+
+/// Seeds asked for one row after a plain run: the row's own seed is that run (not trained
+/// again), every other row keeps its results in the table, and no verdict changes.
+#[test]
+fn seeds_for_one_row_keep_the_whole_table_and_reuse_the_configured_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let results = dir.path().join("results");
+    let plain = run(&preset, &results, &StudyOptions::default());
+    let before = table(&plain.run_dir);
+    let opts = StudyOptions { seeds: Some(vec![0, 1]), only: Some("LoRA".into()), ..StudyOptions::default() };
+    let seeded = run(&preset, &results, &opts);
+    assert_eq!(rows_that(&seeded, Action::Trained), ["LoRA seed 1"], "seed 0 is the plain run's LoRA");
+    let after = table(&seeded.run_dir);
+    let names = |t: &serde_json::Value| t["rows"].as_array().unwrap().iter().map(|r| r["row"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before), "every row stays in the table");
+    assert_eq!(after["rows"][4]["seeds"], serde_json::json!([0, 1]));
+    // A finding none of whose comparisons involves LoRA keeps its verdict and evidence.
+    let without_lora = |t: &serde_json::Value| {
+        t["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| !f["evidence"].as_array().unwrap().iter().any(|e| e["comparison"].as_str().unwrap().contains("LoRA")))
+            .map(|f| (f["id"].clone(), f["verdict"].clone(), f["evidence"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(!without_lora(&before).is_empty());
+    assert_eq!(without_lora(&after), without_lora(&before));
+    // No comparison lost its row (the tiny study leaves some tasks out: those stay missing).
+    let missing = |t: &serde_json::Value| {
+        let evidence = t["findings"].as_array().unwrap().iter().flat_map(|f| f["evidence"].as_array().unwrap().clone());
+        evidence.filter(|e| e["outcome"] == "missing").map(|e| e["comparison"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(missing(&after), missing(&before));
 }
 
 #[test]
