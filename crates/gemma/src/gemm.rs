@@ -4,9 +4,9 @@
 //! as a zero-filled byte vector and then copies it once more into a 16-byte-aligned
 //! allocation: two fresh buffers and a copy per product. For a linear's `[1024, 2048]`
 //! output that is three passes over 8 MB and two rounds of page faults; in an evaluation's
-//! profile the kernel's page clearing was 14% of the time, most of it under the LM head's
-//! products (`docs/perf.md`, round 4). Here the output is one `Vec<f32>` that becomes the
-//! tensor's storage as it is.
+//! profile through burn's outputs the kernel's page clearing is 14% of the time, most of it
+//! under the LM head's products (`docs/perf.md`, "Products into our own buffers"). Here the
+//! output is one `Vec<f32>` that becomes the tensor's storage as it is.
 
 use burn::tensor::{Tensor, TensorData};
 

@@ -5,17 +5,21 @@
 //! bf16 (round to nearest even), their products summed in f32, the result rounded to bf16
 //! once more and handed back as f32.
 //!
-//! Two kernels compute it, chosen once per process ([`kernel`]):
+//! Three kernels compute it, chosen once per process ([`kernel`]):
 //! - [`Bf16Kernel::Amx`]: Intel AMX tiles (`tdpbf16ps`, a 16x16 f32 block += 16x32 by 32x16
-//!   bf16 per instruction, about 1.8 TFLOP/s a core on this project's CPU against about
-//!   0.19 for f32 FMA). Operands are converted into 1 KiB tiles; a right-hand side used by
-//!   many products is converted once ([`pack_b`], [`PackedB`], [`pack_b_reused`]).
+//!   bf16 per instruction, about 1.8 TFLOP/s a core on a Sapphire Rapids core against
+//!   about 0.19 for f32 FMA).
+//! - [`Bf16Kernel::Avx512Bf16`]: `vdpbf16ps` (16 f32 lanes += 16 bf16 pairs · 16 bf16
+//!   pairs per instruction) on CPUs with `avx512_bf16` but no AMX (AMD Zen 4 and later,
+//!   Intel Cooper Lake), reading the same packed operands as the AMX kernel.
 //! - [`Bf16Kernel::Emulated`]: the rounded operands multiplied by the f32 GEMM. Products of
 //!   two bf16 values are exact in f32, so this is the same sum at f32 GEMM speed; every CPU
 //!   has it.
 //!
-//! `SWEELOL_BF16_KERNEL=emulated` forces the second (comparisons, and CPUs where AMX
-//! misbehaves).
+//! Operands are converted into 1 KiB tiles of bf16 pairs; a right-hand side used by many
+//! products is converted once ([`pack_b`], [`PackedB`], [`pack_b_reused`]).
+//! `SWEELOL_BF16_KERNEL=emulated` (or `avx512`) forces a kernel: comparisons, and CPUs
+//! where a faster one misbehaves.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -28,6 +32,8 @@ use crate::gemm::gemm_f32;
 pub enum Bf16Kernel {
     /// AMX tiles (`amx_bf16`, granted by the kernel).
     Amx,
+    /// AVX-512 `vdpbf16ps` (`avx512_bf16`).
+    Avx512Bf16,
     /// Rounded operands through the f32 GEMM.
     Emulated,
 }
@@ -36,26 +42,41 @@ impl Bf16Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512Bf16 => "avx512-bf16",
             Bf16Kernel::Emulated => "emulated",
         }
     }
+
+    /// Whether the CPU multiplies bf16 itself (faster than f32), rather than through f32.
+    pub fn is_native(self) -> bool {
+        self != Bf16Kernel::Emulated
+    }
 }
 
-/// The kernel for a CPU with (or without) usable AMX, unless `forced` names one:
-/// `"emulated"` always wins, `"amx"` only where AMX is usable.
-pub fn select(amx_usable: bool, forced: Option<&str>) -> Bf16Kernel {
+/// What this CPU offers for bf16 products (each checked by a self-test before it counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bf16Hardware {
+    pub amx: bool,
+    pub avx512_bf16: bool,
+}
+
+/// The kernel for a CPU with `hw`, unless `forced` names one: `"emulated"` always wins,
+/// `"avx512"` where the CPU has `avx512_bf16`, and otherwise the fastest the CPU has.
+pub fn select(hw: Bf16Hardware, forced: Option<&str>) -> Bf16Kernel {
     match forced.map(str::trim) {
         Some("emulated") => Bf16Kernel::Emulated,
-        _ if amx_usable => Bf16Kernel::Amx,
+        Some("avx512") if hw.avx512_bf16 => Bf16Kernel::Avx512Bf16,
+        _ if hw.amx => Bf16Kernel::Amx,
+        _ if hw.avx512_bf16 => Bf16Kernel::Avx512Bf16,
         _ => Bf16Kernel::Emulated,
     }
 }
 
-/// The kernel this process uses (detected once: CPUID, then the kernel's permission to
-/// use AMX tile data, then `SWEELOL_BF16_KERNEL`).
+/// The kernel this process uses (detected once: CPUID, the OS's permission to use AMX
+/// tile data, self-tests, then `SWEELOL_BF16_KERNEL`).
 pub fn kernel() -> Bf16Kernel {
     static KERNEL: OnceLock<Bf16Kernel> = OnceLock::new();
-    *KERNEL.get_or_init(|| select(amx::usable(), std::env::var("SWEELOL_BF16_KERNEL").ok().as_deref()))
+    *KERNEL.get_or_init(|| select(x86::hardware(), std::env::var("SWEELOL_BF16_KERNEL").ok().as_deref()))
 }
 
 /// `x` rounded to the nearest bf16 (ties to even), as f32. NaN stays NaN.
@@ -137,8 +158,8 @@ pub struct PackedB {
 
 #[derive(Debug)]
 enum Packed {
-    /// AMX tiles: see [`amx::pack_b`].
-    Tiles(amx::Tiles),
+    /// Tiles of bf16 pairs for the AMX and AVX512-BF16 kernels: see [`x86::pack_b`].
+    Tiles(x86::Tiles),
     /// Row-major `[k, n]`, rounded to bf16 values.
     Rounded(Vec<f32>),
 }
@@ -169,7 +190,7 @@ pub fn pack_b(b: MatRef) -> PackedB {
 fn pack_b_for(kernel: Bf16Kernel, b: MatRef) -> PackedB {
     b.check("rhs");
     let layout = match kernel {
-        Bf16Kernel::Amx => Packed::Tiles(amx::pack_b(&b)),
+        Bf16Kernel::Amx | Bf16Kernel::Avx512Bf16 => Packed::Tiles(x86::pack_b(&b)),
         Bf16Kernel::Emulated => Packed::Rounded(b.rounded()),
     };
     PackedB { k: b.rows, n: b.cols, layout }
@@ -279,9 +300,10 @@ fn gemm_bf16_packed_with(kernel: Bf16Kernel, dst: Dst, a: MatRef, b: &PackedB) {
     let last = (m as isize - 1) * dst.rs + (n as isize - 1) * dst.cs;
     assert!(dst.rs >= 0 && dst.cs >= 0 && last < dst.data.len() as isize, "gemm_bf16: dst too small");
     match (&b.layout, kernel) {
-        (Packed::Tiles(tiles), Bf16Kernel::Amx) => amx::gemm(dst, &a, tiles, (m, n, k)),
+        (Packed::Tiles(tiles), Bf16Kernel::Amx) => x86::gemm(x86::Engine::Amx, dst, &a, tiles, (m, n, k)),
+        (Packed::Tiles(tiles), Bf16Kernel::Avx512Bf16) => x86::gemm(x86::Engine::Avx512, dst, &a, tiles, (m, n, k)),
         (Packed::Rounded(rb), _) => emulated(dst, &a, rb, (m, n, k)),
-        (Packed::Tiles(_), Bf16Kernel::Emulated) => unreachable!("AMX tiles packed for the emulated kernel"),
+        (Packed::Tiles(_), Bf16Kernel::Emulated) => unreachable!("tiles packed for the emulated kernel"),
     }
 }
 
@@ -300,10 +322,11 @@ fn emulated(dst: Dst, a: &MatRef, rb: &[f32], (m, n, k): (usize, usize, usize)) 
     }
 }
 
-/// Elsewhere than x86-64 there are no AMX tiles: [`kernel`] never picks them.
+/// Elsewhere than x86-64 there are neither AMX tiles nor `vdpbf16ps`: [`kernel`] never
+/// picks them.
 #[cfg(not(target_arch = "x86_64"))]
-mod amx {
-    use super::{Dst, MatRef};
+mod x86 {
+    use super::{Bf16Hardware, Dst, MatRef};
 
     #[derive(Debug)]
     pub struct Tiles;
@@ -314,23 +337,30 @@ mod amx {
         }
     }
 
-    pub fn usable() -> bool {
-        false
+    pub enum Engine {
+        Amx,
+        Avx512,
+    }
+
+    pub fn hardware() -> Bf16Hardware {
+        Bf16Hardware::default()
     }
 
     pub fn pack_b(_: &MatRef) -> Tiles {
-        unreachable!("AMX is x86-64 only; the kernel is never selected here")
+        unreachable!("bf16 tiles are x86-64 only; their kernels are never selected here")
     }
 
-    pub fn gemm(_: Dst, _: &MatRef, _: &Tiles, _: (usize, usize, usize)) {
-        unreachable!("AMX is x86-64 only; the kernel is never selected here")
+    pub fn gemm(_: Engine, _: Dst, _: &MatRef, _: &Tiles, _: (usize, usize, usize)) {
+        unreachable!("bf16 tiles are x86-64 only; their kernels are never selected here")
     }
 }
 
-/// Intel AMX: 1 KiB tiles of 16 rows x 64 bytes, `tdpbf16ps`.
+/// The x86 kernels: AMX tiles (1 KiB tiles of 16 rows x 64 bytes, `tdpbf16ps`) and AVX-512
+/// `vdpbf16ps`, reading the same packed operands.
 #[cfg(target_arch = "x86_64")]
-mod amx {
+mod x86 {
     use super::*;
+    use std::arch::x86_64::{__m512bh, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps};
 
     /// Rows of a tile, bf16 values in one tile row (one row of A, or 16 column pairs of B).
     const TM: usize = 16;
@@ -338,13 +368,20 @@ mod amx {
     /// u16 elements per tile.
     const TILE: usize = TM * TK;
 
+    /// Which instructions multiply the tiles.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Engine {
+        Amx,
+        Avx512,
+    }
+
     /// Tiles aligned to 64 bytes (one cache line per tile row).
     #[derive(Clone, Copy)]
     #[repr(C, align(64))]
     struct Line([u16; 32]);
 
     /// A matrix in tiles: `[outer][k_tiles][16][32]` bf16, padded with zeros to whole tiles
-    /// and to an even number of outer tiles (the kernel works on 2x2 blocks of tiles).
+    /// and to an even number of outer tiles (the kernels work on 2x2 blocks of tiles).
     #[derive(Debug)]
     pub struct Tiles {
         lines: Vec<Line>,
@@ -382,8 +419,20 @@ mod amx {
         }
     }
 
-    /// Whether this CPU has AMX-BF16 and the kernel lets this process use tile data.
-    pub fn usable() -> bool {
+    /// What this CPU and OS let this process use, each engine checked by a self-test.
+    pub fn hardware() -> Bf16Hardware {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bf16");
+        Bf16Hardware {
+            amx: avx512 && amx_granted() && self_test(Engine::Amx),
+            avx512_bf16: avx512 && self_test(Engine::Avx512),
+        }
+    }
+
+    /// Whether the CPU has AMX-BF16 and the kernel lets this process use tile data.
+    fn amx_granted() -> bool {
         #[cfg(target_os = "linux")]
         {
             // CPUID.(EAX=7, ECX=0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
@@ -395,8 +444,7 @@ mod amx {
             // only on request (all its threads share the grant).
             const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
             const XFEATURE_XTILEDATA: libc::c_long = 18;
-            let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0;
-            granted && self_test()
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -404,10 +452,9 @@ mod amx {
         }
     }
 
-    /// One small product against the emulated kernel, so a CPU whose tiles misbehave is
-    /// never used.
-    #[cfg(target_os = "linux")]
-    fn self_test() -> bool {
+    /// One small product against the emulated kernel, so a CPU whose bf16 units misbehave
+    /// is never used.
+    fn self_test(engine: Engine) -> bool {
         let (m, k, n) = (33, 70, 35);
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0).collect();
@@ -415,7 +462,7 @@ mod amx {
         let mut want = vec![0.0f32; m * n];
         emulated(Dst::row_major(&mut want, n), &a, &b.rounded(), (m, n, k));
         let mut got = vec![0.0f32; m * n];
-        gemm(Dst::row_major(&mut got, n), &a, &pack_b(&b), (m, n, k));
+        gemm(engine, Dst::row_major(&mut got, n), &a, &pack_b(&b), (m, n, k));
         // Small integers over powers of two: every sum is exact either way.
         got == want
     }
@@ -424,7 +471,7 @@ mod amx {
     pub fn pack_a(a: &MatRef) -> Tiles {
         let mut t = Tiles::zeroed(a.rows.div_ceil(2 * TM) * 2, a.cols.div_ceil(TK));
         let per_outer = t.k_tiles * TM;
-        // SAFETY: AMX CPUs have AVX-512 (F, BW, VL), and this runs only for the AMX kernel.
+        // SAFETY: both engines are used only where AVX-512 F, BW and VL are (`hardware`).
         t.lines.par_chunks_mut(per_outer).enumerate().for_each(|(mt, lines)| unsafe { pack_a_tile(a, mt, lines) });
         t
     }
@@ -613,67 +660,188 @@ mod amx {
     unsafe impl Send for SharedDst {}
     unsafe impl Sync for SharedDst {}
 
+    /// Where a task's finished 32 x 32 blocks go: rounded into the destination, or (the
+    /// product's depth split into slabs) added unrounded to an f32 buffer of whole blocks,
+    /// `ld` wide, rounded into the destination once every slab is in.
+    #[derive(Clone, Copy)]
+    enum Sink {
+        Out(SharedDst, (usize, usize)),
+        Partial { ptr: *mut f32, ld: usize },
+    }
+    unsafe impl Send for Sink {}
+    unsafe impl Sync for Sink {}
+
+    impl Sink {
+        /// SAFETY: `(i0, j0)` is a block of the product, and no other thread writes it now.
+        #[inline(always)]
+        unsafe fn put(self, acc: &[f32; 1024], (i0, j0): (usize, usize)) {
+            match self {
+                Sink::Out(out, mn) => unsafe { store(acc, out, (i0, j0), mn) },
+                Sink::Partial { ptr, ld } => {
+                    for (r, src) in acc.chunks_exact(32).enumerate() {
+                        // SAFETY: the buffer holds whole blocks (caller).
+                        let d = unsafe { std::slice::from_raw_parts_mut(ptr.add((i0 + r) * ld + j0), 32) };
+                        d.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    }
+                }
+            }
+        }
+    }
+
     /// Depth of a task's blocks in bytes of packed panel: about a quarter of L2 each for
     /// the left and right panels a task revisits.
     const PANEL_BYTES: usize = 384 * 1024;
 
-    pub fn gemm(dst: Dst, a: &MatRef, b: &Tiles, (m, n, k): (usize, usize, usize)) {
+    /// Depth tiles a task multiplies at once when the product is more than twice as deep (a
+    /// logit gradient times the table: 262144 deep): cut into slabs of this many, a task
+    /// still revisits each panel for at least 4 x 4 blocks from L2 instead of streaming
+    /// 16 MiB panels from memory for every block. Shallower products (the decoder's, at
+    /// most 2048 deep) keep whole-depth blocks, rounded once, with no partial sums.
+    const SLAB_TILES: usize = PANEL_BYTES / (4 * 2 * TILE * 2);
+
+    pub fn gemm(engine: Engine, dst: Dst, a: &MatRef, b: &Tiles, (m, n, k): (usize, usize, usize)) {
         let a = pack_a(a);
         debug_assert_eq!(a.k_tiles, b.k_tiles);
         let Dst { data, cs, rs, accumulate } = dst;
         let out = SharedDst { ptr: data.as_mut_ptr(), cs, rs, accumulate };
         // Blocks of 2x2 tiles (32 x 32 outputs), grouped into tasks whose panels stay in L2.
         let (m_blocks, n_blocks) = (a.outer / 2, b.outer / 2);
-        let block_bytes = 2 * TILE * 2 * a.k_tiles;
+        let slab = if a.k_tiles > 2 * SLAB_TILES { SLAB_TILES } else { a.k_tiles.max(1) };
+        let block_bytes = 2 * TILE * 2 * slab;
         let per_task = (PANEL_BYTES / block_bytes).max(1);
         let (m_tasks, n_tasks) = (m_blocks.div_ceil(per_task), n_blocks.div_ceil(per_task));
-        let run = |task: usize| {
-            let (mt, nt) = (task % m_tasks, task / m_tasks);
-            let ms = mt * per_task..((mt + 1) * per_task).min(m_blocks);
-            let ns = nt * per_task..((nt + 1) * per_task).min(n_blocks);
-            // SAFETY: the CPU has AMX and the process may use it (`usable`); tasks write
-            // disjoint output blocks, each inside `data` (checked by the caller).
-            unsafe { task_blocks(&a, b, out, ms, ns, (m, n)) }
-        };
         let tasks = m_tasks * n_tasks;
-        if tasks == 1 || m * n * k < 128 * 128 * 128 {
-            (0..tasks).for_each(run);
-        } else {
-            (0..tasks).into_par_iter().for_each(run);
+        let parallel = tasks > 1 && m * n * k >= 128 * 128 * 128;
+        let run_slab = |kts: std::ops::Range<usize>, sink: Sink| {
+            let run = |task: usize| {
+                let (mt, nt) = (task % m_tasks, task / m_tasks);
+                let ms = mt * per_task..((mt + 1) * per_task).min(m_blocks);
+                let ns = nt * per_task..((nt + 1) * per_task).min(n_blocks);
+                // SAFETY: the CPU has the engine's instructions and the process may use
+                // them (`hardware`); tasks write disjoint output blocks, each inside the
+                // destination (checked by the caller) or the partial buffer.
+                unsafe {
+                    match engine {
+                        Engine::Amx => amx_blocks(&a, b, sink, ms, ns, kts.clone()),
+                        Engine::Avx512 => avx512_blocks(&a, b, sink, ms, ns, kts.clone()),
+                    }
+                }
+            };
+            if parallel {
+                (0..tasks).into_par_iter().for_each(run);
+            } else {
+                (0..tasks).for_each(run);
+            }
+        };
+        if a.k_tiles <= slab {
+            run_slab(0..a.k_tiles, Sink::Out(out, (m, n)));
+            return;
         }
+        let ld = 32 * n_blocks;
+        let mut partial = vec![0.0f32; 32 * m_blocks * ld];
+        let sink = Sink::Partial { ptr: partial.as_mut_ptr(), ld };
+        for start in (0..a.k_tiles).step_by(slab) {
+            run_slab(start..(start + slab).min(a.k_tiles), sink);
+        }
+        partial.par_chunks(32 * ld).enumerate().for_each(|(mb, rows)| {
+            let mut acc = [0.0f32; 1024];
+            for nb in 0..n_blocks {
+                for (r, line) in acc.chunks_exact_mut(32).enumerate() {
+                    line.copy_from_slice(&rows[r * ld + 32 * nb..r * ld + 32 * nb + 32]);
+                }
+                // SAFETY: each row of blocks goes to its own rows of the destination.
+                unsafe { store(&acc, out, (32 * mb, 32 * nb), (m, n)) };
+            }
+        });
     }
 
-    /// The 2x2-tile blocks `ms x ns` of the product, on this thread (compiled for AVX-512,
-    /// which every AMX CPU has, so the rounding stores are vectorised).
+    /// The 2x2-tile blocks `ms x ns` of the product over depth tiles `kts` on AMX, on this
+    /// thread (compiled for AVX-512, which every AMX CPU has, so the stores are vectorised).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn task_blocks(
+    unsafe fn amx_blocks(
         a: &Tiles,
         b: &Tiles,
-        out: SharedDst,
+        sink: Sink,
         ms: std::ops::Range<usize>,
         ns: std::ops::Range<usize>,
-        (m, n): (usize, usize),
+        kts: std::ops::Range<usize>,
     ) {
         let mut acc = [0.0f32; 32 * 32];
         unsafe {
             std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const Config, options(nostack, readonly));
             for mb in ms {
                 for nb in ns.clone() {
-                    block(a, b, 2 * mb, 2 * nb, &mut acc);
-                    store(&acc, out, (32 * mb, 32 * nb), (m, n));
+                    amx_block(a, b, (2 * mb, 2 * nb), kts.clone(), &mut acc);
+                    sink.put(&acc, (32 * mb, 32 * nb));
                 }
             }
             std::arch::asm!("tilerelease", options(nostack, nomem));
         }
     }
 
-    /// `acc [32, 32] = A[mt..mt+2] · B[nt..nt+2]` over every depth tile.
+    /// The 2x2-tile blocks `ms x ns` of the product over depth tiles `kts` with
+    /// `vdpbf16ps`, on this thread.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn avx512_blocks(
+        a: &Tiles,
+        b: &Tiles,
+        sink: Sink,
+        ms: std::ops::Range<usize>,
+        ns: std::ops::Range<usize>,
+        kts: std::ops::Range<usize>,
+    ) {
+        let mut acc = [0.0f32; 32 * 32];
+        for mb in ms {
+            for nb in ns.clone() {
+                for rows in 0..4 {
+                    unsafe { avx512_rows(a, b, (2 * mb, 8 * rows), 2 * nb, kts.clone(), &mut acc[256 * rows..256 * (rows + 1)]) };
+                }
+                unsafe { sink.put(&acc, (32 * mb, 32 * nb)) };
+            }
+        }
+    }
+
+    /// `acc [8, 32]` = rows `r0 .. r0 + 8` of A's tile pair `mt, mt + 1` (counted across
+    /// both) times B's tiles `nt, nt + 1`, over depth tiles `kts`: 16 accumulators of 16 lanes,
+    /// each step two 16-column pairs of B against one broadcast pair of each row.
     #[inline(always)]
-    unsafe fn block(a: &Tiles, b: &Tiles, mt: usize, nt: usize, acc: &mut [f32; 1024]) {
+    unsafe fn avx512_rows(a: &Tiles, b: &Tiles, (mt, r0): (usize, usize), nt: usize, kts: std::ops::Range<usize>, acc: &mut [f32]) {
+        let (mt, r0) = (mt + r0 / TM, r0 % TM);
+        let mut sums = [unsafe { _mm512_setzero_ps() }; 16];
+        for kt in kts {
+            // SAFETY: every pointer stays inside its tile (16 lines of 16 pairs), and
+            // `__m512bh` is 32 bf16 with any bits valid.
+            unsafe {
+                let rows = (a.ptr(mt, kt) as *const u32).add(r0 * 16);
+                let (b0, b1) = (b.ptr(nt, kt) as *const u32, b.ptr(nt + 1, kt) as *const u32);
+                for kp in 0..16 {
+                    let x0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(kp * 16).cast()));
+                    let x1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(kp * 16).cast()));
+                    for r in 0..8 {
+                        let y: __m512bh = std::mem::transmute(_mm512_set1_epi32(*rows.add(r * 16 + kp) as i32));
+                        sums[2 * r] = _mm512_dpbf16_ps(sums[2 * r], y, x0);
+                        sums[2 * r + 1] = _mm512_dpbf16_ps(sums[2 * r + 1], y, x1);
+                    }
+                }
+            }
+        }
+        for (r, pair) in sums.chunks_exact(2).enumerate() {
+            // SAFETY: `acc` holds 8 rows of 32.
+            unsafe {
+                let row = acc.as_mut_ptr().add(32 * r);
+                _mm512_storeu_ps(row, pair[0]);
+                _mm512_storeu_ps(row.add(16), pair[1]);
+            }
+        }
+    }
+
+    /// `acc [32, 32] = A[mt..mt+2] · B[nt..nt+2]` over depth tiles `kts`, on AMX.
+    #[inline(always)]
+    unsafe fn amx_block(a: &Tiles, b: &Tiles, (mt, nt): (usize, usize), kts: std::ops::Range<usize>, acc: &mut [f32; 1024]) {
         const STRIDE: usize = 64;
         unsafe {
             std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-            for kt in 0..a.k_tiles {
+            for kt in kts {
                 std::arch::asm!(
                     "tileloadd tmm4, [{a0} + {s}*1]",
                     "tileloadd tmm5, [{a1} + {s}*1]",
@@ -787,12 +955,13 @@ mod tests {
         }
     }
 
-    /// Shapes below, at and across the tiles' edges (16 rows, 32 depths, 2x2-tile blocks)
-    /// and across the threading threshold; operands plain and transposed.
+    /// Shapes below, at and across the tiles' edges (16 rows, 32 depths, 2x2-tile blocks),
+    /// across the threading threshold and across depth slabs (1536 deep, from 3073); operands plain
+    /// and transposed.
     #[test]
     fn products_equal_the_exact_product_of_rounded_operands() {
-        let shapes = [(1, 1, 1), (5, 33, 7), (16, 32, 16), (17, 31, 33), (32, 64, 32), (33, 65, 47), (130, 300, 150)];
-        for kernel in [Bf16Kernel::Emulated, kernel()] {
+        let shapes = [(1, 1, 1), (5, 33, 7), (16, 32, 16), (17, 31, 33), (32, 64, 32), (33, 65, 47), (130, 300, 150), (40, 3400, 70)];
+        for kernel in [vec![Bf16Kernel::Emulated], native_kernels()].concat() {
             for &(m, k, n) in &shapes {
                 for transposed in [false, true] {
                     let (av, bv) = (values(m * k, 1), values(k * n, 2));
@@ -835,31 +1004,51 @@ mod tests {
     }
 
     #[test]
-    fn the_dispatcher_takes_the_fallback_without_amx_or_when_told() {
-        assert_eq!(select(false, None), Bf16Kernel::Emulated);
-        assert_eq!(select(false, Some("amx")), Bf16Kernel::Emulated);
-        assert_eq!(select(true, None), Bf16Kernel::Amx);
-        assert_eq!(select(true, Some("emulated")), Bf16Kernel::Emulated);
-        assert_eq!(select(true, Some("anything")), Bf16Kernel::Amx);
+    fn the_dispatcher_takes_the_fallback_without_bf16_units_or_when_told() {
+        let none = Bf16Hardware::default();
+        let avx512 = Bf16Hardware { amx: false, avx512_bf16: true };
+        let both = Bf16Hardware { amx: true, avx512_bf16: true };
+        assert_eq!(select(none, None), Bf16Kernel::Emulated);
+        assert_eq!(select(none, Some("amx")), Bf16Kernel::Emulated);
+        assert_eq!(select(none, Some("avx512")), Bf16Kernel::Emulated);
+        assert_eq!(select(avx512, None), Bf16Kernel::Avx512Bf16);
+        assert_eq!(select(avx512, Some("amx")), Bf16Kernel::Avx512Bf16);
+        assert_eq!(select(avx512, Some("emulated")), Bf16Kernel::Emulated);
+        assert_eq!(select(both, None), Bf16Kernel::Amx);
+        assert_eq!(select(both, Some("avx512")), Bf16Kernel::Avx512Bf16);
+        assert_eq!(select(both, Some("emulated")), Bf16Kernel::Emulated);
+        assert_eq!(select(both, Some("anything")), Bf16Kernel::Amx);
     }
 
-    /// Where the CPU has AMX, both kernels give the same numbers on real-sized operands
-    /// (the sums' order differs: within accumulation error).
+    /// The native kernels this CPU has (an empty list on CPUs without bf16 units).
+    fn native_kernels() -> Vec<Bf16Kernel> {
+        let hw = x86::hardware();
+        [(hw.amx, Bf16Kernel::Amx), (hw.avx512_bf16, Bf16Kernel::Avx512Bf16)]
+            .into_iter()
+            .filter_map(|(has, k)| has.then_some(k))
+            .collect()
+    }
+
+    /// Where the CPU has bf16 units, each native kernel gives the emulated kernel's numbers
+    /// on real-sized operands (the sums' order differs: within accumulation error).
     #[test]
-    fn amx_and_emulated_kernels_agree_where_both_run() {
-        if kernel() != Bf16Kernel::Amx {
-            eprintln!("skipped: this CPU has no usable AMX");
-            return;
+    fn native_and_emulated_kernels_agree_where_both_run() {
+        let natives = native_kernels();
+        if natives.is_empty() {
+            eprintln!("skipped: this CPU has neither AMX nor avx512_bf16");
         }
         let (m, k, n) = (96, 640, 200);
         let (av, bv) = (values(m * k, 5), values(k * n, 6));
         let (a, b) = (MatRef::row_major(&av, m, k), MatRef::row_major(&bv, k, n));
-        let (mut x, mut y) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
-        gemm_bf16_packed_with(Bf16Kernel::Amx, Dst::row_major(&mut x, n), a, &pack_b_for(Bf16Kernel::Amx, b));
+        let mut y = vec![0.0f32; m * n];
         gemm_bf16_packed_with(Bf16Kernel::Emulated, Dst::row_major(&mut y, n), a, &pack_b_for(Bf16Kernel::Emulated, b));
         let sums = abs_sums(&a, &b);
         let want: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-        assert_close(&x, &want, k, &sums, "amx vs emulated");
+        for native in natives {
+            let mut x = vec![0.0f32; m * n];
+            gemm_bf16_packed_with(native, Dst::row_major(&mut x, n), a, &pack_b_for(native, b));
+            assert_close(&x, &want, k, &sums, &format!("{native:?} vs emulated"));
+        }
     }
 
     #[test]

@@ -67,12 +67,12 @@ impl Precision {
         }
     }
 
-    /// Whether bf16 products on `device` run on bf16 hardware (AMX tiles on the CPU
-    /// backend, a backend's own bf16 kernels elsewhere) rather than emulated through f32,
+    /// Whether bf16 products on `device` run on bf16 hardware (AMX tiles or `vdpbf16ps` on
+    /// the CPU backend, a backend's own bf16 kernels elsewhere) rather than emulated through f32,
     /// where bf16 costs more than f32.
     pub fn native_bf16(device: &Device) -> bool {
         if crate::host::runs_on_host(device) {
-            crate::gemm_bf16::kernel() == crate::gemm_bf16::Bf16Kernel::Amx
+            crate::gemm_bf16::kernel().is_native()
         } else {
             device.supports_dtype(DType::BF16)
         }
