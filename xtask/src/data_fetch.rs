@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sweelol_sources::{DataManifest, DataNeeds, Options};
 
 /// The repository's manifest, built in so a binary run away from the checkout still knows
@@ -45,12 +45,36 @@ pub(crate) fn eval_data_root(data_root: &Path, tasks: &[String], num_fewshot: us
     Ok(prepared.root)
 }
 
-/// The Dolly file to train on: the config's `[data] path` if it exists, else the upstream
-/// JSON Lines file from the hub cache (fetched there if needed).
+/// The Dolly file to train on. A config's `[data] path` is either a file, used as it is and
+/// an error naming it when it does not exist (never replaced by anything else), or the
+/// dataset's name, `hf:databricks/databricks-dolly-15k`: found in the data root
+/// (`$SWEELOL_DATA`, else `../shared/data`), else in the hub cache, else fetched there.
 pub(crate) fn dolly_path(configured: &Path) -> Result<PathBuf> {
-    sweelol_sources::dolly_file(configured, &manifest()?, &Options::from_env())
-        .context("finding the Dolly training data")
+    dolly_path_in(configured, &crate::default_data_root())
 }
+
+fn dolly_path_in(configured: &Path, data_root: &Path) -> Result<PathBuf> {
+    let Some(name) = sweelol_train::config::dataset_name(configured) else {
+        if configured.is_file() {
+            eprintln!("data: dolly from {}", configured.display());
+            return Ok(configured.to_path_buf());
+        }
+        bail!(
+            "{} (the config's [data] path) does not exist; nothing was trained. Give an existing file, or `path = \"hf:{DOLLY}\"` for Dolly from the data root or the hub",
+            configured.display()
+        );
+    };
+    if name != DOLLY {
+        bail!("[data] path: the dataset `hf:{name}` is not one this project can fetch (only `hf:{DOLLY}`); give a file path for other data");
+    }
+    let needs = DataNeeds { dolly: true, ..DataNeeds::default() };
+    let prepared = sweelol_sources::prepare_data(data_root, &needs, &manifest()?, &Options::from_env())
+        .with_context(|| format!("finding hf:{DOLLY} (data root {})", data_root.display()))?;
+    prepared.dolly.with_context(|| format!("hf:{DOLLY}: the data sources returned no file"))
+}
+
+/// The training dataset a config can name instead of a file.
+const DOLLY: &str = "databricks/databricks-dolly-15k";
 
 #[cfg(test)]
 mod tests {
@@ -68,6 +92,19 @@ mod tests {
         assert_eq!(zero.mmlu_splits, ["test"]);
         assert_eq!(eval_needs(&tasks, 5).mmlu_splits, ["test", "dev"]);
         assert!(!eval_needs(&["mmlu_anatomy".to_string()], 0).hellaswag);
+    }
+
+    #[test]
+    fn a_missing_data_file_is_an_error_naming_it_and_only_dolly_resolves_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("my-data.jsonl");
+        let msg = format!("{:#}", dolly_path_in(&missing, dir.path()).unwrap_err());
+        assert!(msg.contains(&missing.display().to_string()) && msg.contains("does not exist"), "{msg}");
+        let msg = format!("{:#}", dolly_path_in(Path::new("hf:someone/else"), dir.path()).unwrap_err());
+        assert!(msg.contains("hf:someone/else") && msg.contains(DOLLY), "{msg}");
+        let present = dir.path().join("mine.jsonl");
+        std::fs::write(&present, "{}").unwrap();
+        assert_eq!(dolly_path_in(&present, dir.path()).unwrap(), present);
     }
 
     #[test]

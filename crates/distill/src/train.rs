@@ -45,9 +45,10 @@ pub struct KdModel {
     pub cfg: DistillConfig,
 }
 
-/// Rows of teacher logits the fused KD head holds at once: `[256, 262144]` f32 is 256 MiB
-/// next to the student's chunk. A whole 512-row chunk's teacher logits (512 MiB) put
-/// KD-Pruned, the study's largest row, at the 8 GiB line (`docs/perf.md`, round 4).
+/// Rows of teacher logits the fused KD head holds at once: 256 rows keep the teacher's
+/// `[256, 262144]` f32 logits at 256 MiB next to the student's chunk. A whole 512-row
+/// chunk's (512 MiB) puts KD-Pruned, the study's largest row, over 8 GiB (`docs/perf.md`,
+/// "KD's teacher logits 256 rows at a time").
 const TEACHER_ROWS: usize = 256;
 
 /// The teacher's embedding table held on the host, for the CPU backend. The fused head

@@ -73,13 +73,67 @@ impl Pretrained {
     }
 }
 
-/// Writes `config.json`, `model.safetensors` and `tokenizer.json`: a directory that
-/// sweelol (`--model DIR`) and transformers' `from_pretrained` both load.
+/// Writes `config.json`, `model.safetensors`, `tokenizer.json` and what transformers reads
+/// beside them (`tokenizer_config.json` with Gemma's chat template, `special_tokens_map.json`,
+/// `generation_config.json` stopping at `<eos>` and `<end_of_turn>`): a directory that
+/// sweelol (`--model DIR`), transformers' `from_pretrained` and its `pipeline` all load.
 pub fn save_hf_dir(model: &Gemma3, tokenizer: &GemmaTokenizer, dir: &Path) -> Result<()> {
     model.save_hf(dir)?;
     let path = dir.join("tokenizer.json");
     tokenizer
         .inner()
         .save(&path, false)
-        .map_err(|e| GemmaError::Tokenizer { path: path.clone(), msg: e.to_string() })
+        .map_err(|e| GemmaError::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+    for (name, value) in transformers_sidecars(tokenizer, model.config.max_position_embeddings) {
+        let path = dir.join(name);
+        let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
+        std::fs::write(&path, text + "\n").map_err(|e| GemmaError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Gemma's chat format as a Jinja template, the same text [`GemmaTokenizer::chat_prompt`]
+/// builds: `<bos>`, then per turn `<start_of_turn>ROLE\n…<end_of_turn>\n` with `assistant`
+/// spelled `model` and a system message folded into the next turn, then
+/// `<start_of_turn>model\n` when a generation prompt is asked for.
+pub const CHAT_TEMPLATE: &str = concat!(
+    "{{ bos_token }}{%- set ns = namespace(system='') -%}",
+    "{%- for message in messages -%}",
+    "{%- if message['role'] == 'system' -%}{%- set ns.system = message['content'] -%}",
+    "{%- else -%}",
+    "{%- set role = 'model' if message['role'] in ['assistant', 'model'] else 'user' -%}",
+    "{{ '<start_of_turn>' + role + '\n' }}",
+    "{%- if ns.system -%}{{ ns.system + '\n\n' }}{%- set ns.system = '' -%}{%- endif -%}",
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}",
+    "{%- endif -%}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}",
+);
+
+/// The tokenizer and generation files transformers reads beside `tokenizer.json`.
+fn transformers_sidecars(tokenizer: &GemmaTokenizer, max_len: usize) -> [(&'static str, serde_json::Value); 3] {
+    let special = serde_json::json!({
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+    });
+    let mut config = serde_json::json!({
+        "tokenizer_class": "GemmaTokenizer",
+        "add_bos_token": true,
+        "add_eos_token": false,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": max_len,
+        "padding_side": "left",
+        "chat_template": CHAT_TEMPLATE,
+    });
+    for (key, value) in special.as_object().expect("an object") {
+        config[key] = value.clone();
+    }
+    let generation = serde_json::json!({
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": [tokenizer.eos_id, tokenizer.end_of_turn_id],
+        "pad_token_id": tokenizer.pad_id,
+    });
+    [("tokenizer_config.json", config), ("special_tokens_map.json", special), ("generation_config.json", generation)]
 }

@@ -87,6 +87,33 @@ fn export_and_reload_gives_identical_logits() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// What transformers reads beside the weights: the chat template, Gemma's special tokens,
+/// and generation that stops at `<eos>` (id 1) or `<end_of_turn>` (id 106).
+#[test]
+fn an_exported_directory_carries_the_tokenizer_and_generation_files() {
+    let device = Device::flex();
+    let model = load_tiny(&device);
+    let tokenizer = sweelol_gemma::GemmaTokenizer::from_file(&fixture("gemma-3-270m/tokenizer.json.gz")).unwrap();
+    let dir = std::env::temp_dir().join(format!("sweelol-tiny-export-files-{}", std::process::id()));
+    sweelol_gemma::save_hf_dir(&model, &tokenizer, &dir).unwrap();
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let generation = json("generation_config.json");
+    assert_eq!(generation["eos_token_id"], serde_json::json!([1, 106]));
+    assert_eq!(generation["bos_token_id"], 2);
+    assert_eq!(generation["pad_token_id"], 0);
+    let config = json("tokenizer_config.json");
+    let template = config["chat_template"].as_str().unwrap();
+    for piece in ["<start_of_turn>", "<end_of_turn>", "add_generation_prompt", "bos_token"] {
+        assert!(template.contains(piece), "chat template lacks {piece}");
+    }
+    assert_eq!(config["bos_token"], "<bos>");
+    assert_eq!(json("special_tokens_map.json")["pad_token"], "<pad>");
+    assert!(dir.join("tokenizer.json").is_file() && dir.join("model.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bad_weight_files_give_errors_naming_the_file() {
     let device = Device::flex();

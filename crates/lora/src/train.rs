@@ -34,7 +34,7 @@ pub fn run(cfg: &RunConfig, lora: &LoraConfig, device: &Device) -> Result<RunRep
     let prepared = prepare(cfg, device)?;
     let model = attach(prepared.model, lora).map_err(|e| TrainError::Settings(format!("[lora] {e}")))?;
     let dir = artifact_dir(cfg, "adapter");
-    let base = cfg.model.source.clone();
+    let base = sweelol_train::run::peft_base_model(cfg);
     let id = RunIdentity::new(cfg, TECHNIQUE, lora);
     run_technique(cfg, &id, LoraModel { model }, &prepared.data, &dir, |m, dir| {
         save_peft(&m.model, lora, dir, &base).map_err(|e| TrainError::format(dir, e.to_string()))

@@ -33,7 +33,7 @@ pub fn run(cfg: &RunConfig, pt: &PromptTuningConfig, device: &Device) -> Result<
     let model = PromptTuned::init(prepared.model, pt, &prepared.tokenizer)
         .map_err(|e| TrainError::Settings(format!("[prompt_tuning] {e}")))?;
     let dir = artifact_dir(cfg, "adapter");
-    let base = cfg.model.source.clone();
+    let base = sweelol_train::run::peft_base_model(cfg);
     let id = RunIdentity::new(cfg, TECHNIQUE, pt);
     run_technique(cfg, &id, model, &prepared.data, &dir, |m, dir| {
         m.save_peft(pt, dir, &base).map_err(|e| TrainError::format(dir, e.to_string()))

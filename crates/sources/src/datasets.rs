@@ -191,7 +191,7 @@ pub fn prepare_data(
     manifest: &DataManifest,
     opts: &Options,
 ) -> Result<PreparedData, SourceError> {
-    let mut hub = HubSession::new(opts);
+    let mut hub = HubClient::new(opts);
     let mut links: Vec<(String, PathBuf)> = Vec::new();
     let mut origins: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     let mut missing: Vec<(String, String)> = Vec::new();
@@ -316,50 +316,6 @@ pub fn prepare_data(
     })
 }
 
-/// The Dolly file to train on: `configured` (a config's `[data] path`) if it exists, else the
-/// manifest's hub copy (the upstream JSON Lines file), from the hub cache or fetched into it.
-pub fn dolly_file(
-    configured: &Path,
-    manifest: &DataManifest,
-    opts: &Options,
-) -> Result<PathBuf, SourceError> {
-    if configured.is_file() {
-        eprintln!("data: dolly from {}", configured.display());
-        return Ok(configured.to_path_buf());
-    }
-    let absent = format!(
-        "{} (the config's [data] path) does not exist",
-        configured.display()
-    );
-    let copy = manifest
-        .hub_copy("dolly")
-        .ok_or_else(|| SourceError::MissingData {
-            reason: format!("dolly: {absent}, and the manifest names no hub copy to fetch"),
-        })?;
-    let [file] = &copy.files[..] else {
-        return Err(SourceError::MissingData {
-            reason: format!(
-                "dolly: {absent}, and the manifest's hub copy {} lists {} files where one JSON Lines file is expected",
-                copy.repo,
-                copy.files.len()
-            ),
-        });
-    };
-    match HubSession::new(opts).get(copy, file)? {
-        Got::Path(path) => {
-            check_file(&copy.repo, &path, file)?;
-            eprintln!("data: dolly: {absent}; using {} ({} from the hub cache)", path.display(), copy.repo);
-            Ok(path)
-        }
-        Got::Unavailable(why) => Err(SourceError::MissingData {
-            reason: format!(
-                "dolly: {absent}, and the hub copy is not available ({why}); put the file there, or {}",
-                hub_place(copy, file, opts)?
-            ),
-        }),
-    }
-}
-
 /// What the manifest's hub copy says, as a repository.
 fn hub_repo(copy: &HubCopy) -> Result<HubRepo, SourceError> {
     let (org, name) = parse_repo(&copy.repo).ok_or_else(|| SourceError::MissingData {
@@ -420,15 +376,15 @@ enum Got {
 
 /// Hub access for one command: a fetcher per repository (so its files share a snapshot), and
 /// once the network has failed, no more attempts (each could wait for a timeout).
-struct HubSession<'a> {
+struct HubClient<'a> {
     opts: &'a Options,
     fetchers: Vec<Fetcher<'a>>,
     network_down: Option<String>,
 }
 
-impl<'a> HubSession<'a> {
-    fn new(opts: &'a Options) -> HubSession<'a> {
-        HubSession {
+impl<'a> HubClient<'a> {
+    fn new(opts: &'a Options) -> HubClient<'a> {
+        HubClient {
             opts,
             fetchers: Vec::new(),
             network_down: None,

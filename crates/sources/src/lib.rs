@@ -28,7 +28,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use datasets::{dolly_file, prepare_data, DataNeeds, PreparedData};
+pub use datasets::{prepare_data, DataNeeds, PreparedData};
 pub use error::SourceError;
 pub use manifest::{DataManifest, HubCopy, HubFile, ManifestDataset};
 pub use pypi::{PackagedGguf, PACKAGED_GGUFS};
@@ -183,6 +183,39 @@ pub fn resolve_with(source: &str, opts: &Options) -> Result<ModelFiles, SourceEr
         source,
         "not an existing directory or .gguf file, and not a hub repository (hf:ORG/NAME or ORG/NAME) or a packaged model (pypi:NAME)",
     ))
+}
+
+/// What a PEFT adapter trained on `source` names as its base (`base_model_name_or_path`), so
+/// that `AutoPeftModelForCausalLM` finds it: the hub model a packaged GGUF is a quantization
+/// of (also for that GGUF as a local file, known by its size and SHA-256), a hub source's
+/// `ORG/NAME`, else the local path, made absolute.
+pub fn base_model_name(source: &str) -> String {
+    let packaged = |name: &str| PACKAGED_GGUFS.iter().find(|p| p.name == name).map(|p| p.base_model.to_string());
+    if let Some(name) = source.strip_prefix("pypi:").and_then(packaged) {
+        return name;
+    }
+    if let Some(repo) = source.strip_prefix("hf:") {
+        return repo.to_string();
+    }
+    let path = Path::new(source);
+    if !path.exists() && hub::parse_repo(source).is_some() {
+        return source.to_string();
+    }
+    if let Some(p) = PACKAGED_GGUFS.iter().find(|p| is_packaged_file(path, p)) {
+        return p.base_model.to_string();
+    }
+    std::path::absolute(path).map_or_else(|_| source.to_string(), |p| p.display().to_string())
+}
+
+/// Whether `path` is the assembled file of `packaged` (same size, then same SHA-256).
+fn is_packaged_file(path: &Path, packaged: &PackagedGguf) -> bool {
+    use sha2::{Digest, Sha256};
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == packaged.size) {
+        return false;
+    }
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).is_ok() && format!("{:x}", hasher.finalize()) == packaged.sha256
 }
 
 /// An existing file is accepted only as a GGUF; its tokenizer.json sibling rides along.

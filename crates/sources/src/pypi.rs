@@ -28,6 +28,8 @@ pub struct PackagedGguf {
     pub size: u64,
     /// SHA-256 of the assembled file, lowercase hex.
     pub sha256: &'static str,
+    /// The hub model it is a quantization of (what a PEFT adapter on it names as its base).
+    pub base_model: &'static str,
 }
 
 /// The packaged models `pypi:NAME` knows about.
@@ -42,6 +44,7 @@ pub const PACKAGED_GGUFS: &[PackagedGguf] = &[PackagedGguf {
     file_name: "gemma-3-270m-q4_k_m.gguf",
     size: 253_113_024,
     sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    base_model: "google/gemma-3-270m",
 }];
 
 pub(crate) fn resolve(
@@ -402,6 +405,7 @@ mod tests {
             file_name: "synthetic.gguf",
             size: content.len() as u64,
             sha256: Box::leak(sha.into_boxed_str()),
+            base_model: "synthetic/base",
         }
     }
 

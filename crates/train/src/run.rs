@@ -48,6 +48,13 @@ pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
     Ok(Prepared { model: pre.model.with_precision(cfg.train.dtype), tokenizer, data })
 }
 
+/// What a PEFT adapter trained under `cfg` names as its base model, so that PEFT's
+/// `AutoPeftModelForCausalLM` can load it (`google/gemma-3-270m` for that model in any
+/// format; a local path otherwise).
+pub fn peft_base_model(cfg: &RunConfig) -> String {
+    sweelol_sources::base_model_name(&cfg.model.source)
+}
+
 /// Where a technique writes its result: `[output] artifact_dir`, or
 /// `<output.dir>/<default_name>`.
 pub fn artifact_dir(cfg: &RunConfig, default_name: &str) -> PathBuf {
