@@ -26,3 +26,22 @@ for i, p in enumerate(prompts):
     print(f"prompt {i}: transformers on sweelol export, last-position max |diff| = {diff:.2e}")
     assert diff < 1e-3
 print("transformers loads the export and reproduces the reference logits")
+
+# The published model card's usage, with no network: the chat template and the generation
+# config come with the export (tokenizer_config.json, generation_config.json).
+messages = [{"role": "user", "content": "Who are you?"}]
+text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+assert text == "<bos><start_of_turn>user\nWho are you?<end_of_turn>\n<start_of_turn>model\n", repr(text)
+end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
+assert end_of_turn in model.generation_config.eos_token_id, model.generation_config.eos_token_id
+enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+generated = model.generate(**enc, max_new_tokens=40, do_sample=False)[0, enc["input_ids"].shape[1]:].tolist()
+print(f"generate: {len(generated)} new tokens, ends with {tok.convert_ids_to_tokens(generated[-1:])}: {tok.decode(generated)!r}")
+assert len(generated) == 40 or generated[-1] in model.generation_config.eos_token_id, "stops only at an end token"
+if len(sys.argv) > 3 and sys.argv[3] == "--pipeline":
+    from transformers import pipeline
+    pipe = pipeline("text-generation", model=out)
+    reply = pipe(messages, max_new_tokens=40, do_sample=False)[0]["generated_text"]
+    print(f"pipeline: {reply[-1]!r}")
+    assert reply[-1]["role"] == "assistant"
+print("chat template, generation config and generate work on the export")

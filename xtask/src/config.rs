@@ -159,8 +159,19 @@ impl TechniqueRun {
 /// Reads a technique config file. Errors name the file and, for TOML and unknown-key
 /// errors, the key and line.
 pub fn load(path: &Path) -> Result<TechniqueRun> {
+    load_with(path, &[])
+}
+
+/// [`load`] with `--set KEY=VALUE` changes applied to the file's TOML first
+/// ([`crate::overrides`]): an unknown key is refused as it would be in the file.
+pub fn load_with(path: &Path, sets: &[String]) -> Result<TechniqueRun> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text, path)
+    let text = crate::overrides::apply(&text, sets).with_context(|| path.display().to_string())?;
+    let parsed = parse(&text, path);
+    if sets.is_empty() {
+        return parsed;
+    }
+    parsed.with_context(|| format!("with --set {}", sets.join(" --set ")))
 }
 
 /// [`load`] on text already read from `path`.
@@ -260,6 +271,16 @@ lora_alpha = 16.0
         let mut other = cfg.clone();
         other.technique = TechniqueConfig::Lora(LoraConfig { r: 4, ..lora.clone() });
         assert_ne!(other.hash(), cfg.hash());
+    }
+
+    #[test]
+    fn set_changes_a_setting_and_an_unknown_key_is_refused_naming_it() {
+        let lora = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lora.toml");
+        let cfg = load_with(&lora, &["train.lr=1e-4".into(), "data.n_train=7".into()]).unwrap();
+        assert_eq!((cfg.run.train.lr, cfg.run.data.n_train), (1e-4, 7));
+        assert_ne!(load(&lora).unwrap().run.train.lr, 1e-4, "the file itself says otherwise");
+        let msg = format!("{:#}", load_with(&lora, &["train.lrr=1".into()]).unwrap_err());
+        assert!(msg.contains("lrr") && msg.contains("--set train.lrr=1"), "{msg}");
     }
 
     #[test]

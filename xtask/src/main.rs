@@ -17,6 +17,7 @@ mod config;
 mod data_fetch;
 mod findings;
 mod model_loading;
+mod overrides;
 mod preset;
 mod provenance;
 mod report;
@@ -35,8 +36,8 @@ struct Cli {
     /// flex (CPU, default), tch, tch-cuda[:N] or wgpu.
     #[arg(long, global = true, default_value = "flex")]
     backend: BackendKind,
-    /// What matrix products compute in: f32, or bf16 from f32 weights (for GPUs; emulated and
-    /// slower on a CPU). Training: overrides the config's `[train] dtype`; study: the preset's
+    /// What matrix products compute in: f32, or bf16 from f32 weights (GPUs; CPUs with AMX
+    /// or avx512_bf16 multiply bf16 natively, others emulate it, slower). Training: overrides the config's `[train] dtype`; study: the preset's
     /// `[overrides] dtype`; evaluation and generation: default f32. `check` is always f32.
     #[arg(long, global = true)]
     dtype: Option<Precision>,
@@ -85,9 +86,10 @@ enum Command {
         /// Comma-separated task names (mmlu_<subject>, hellaswag); default: the study's six.
         #[arg(long, value_delimiter = ',')]
         tasks: Option<Vec<String>>,
-        /// Documents per task, from the first (lm-eval's --limit); at least 1.
-        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
-        limit: usize,
+        /// Documents per task, from the first (lm-eval's --limit): a number, at least 1, or
+        /// `none` for every document.
+        #[arg(long, default_value = "200")]
+        limit: preset::Limit,
         /// Worked examples before each question (lm-eval's --num_fewshot).
         #[arg(long, default_value_t = 0)]
         num_fewshot: usize,
@@ -108,6 +110,10 @@ enum Command {
         /// [output] and the technique's own table).
         #[arg(long)]
         config: PathBuf,
+        /// Change one setting of the file, e.g. `--set train.lr=1e-4` (repeatable; a dotted
+        /// key of the file's tables, a TOML value). Unknown keys are refused as in the file.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// The seven-model study end to end: train, evaluate, write the table and findings.
     Study {
@@ -332,7 +338,7 @@ fn main() -> Result<()> {
             if let Some(t) = tasks {
                 opts.tasks = t;
             }
-            opts.limit = Some(limit);
+            opts.limit = limit.docs();
             opts.num_fewshot = num_fewshot;
             opts.fresh = fresh;
             sweelol_eval::check_request(&opts)?;
@@ -351,7 +357,7 @@ fn main() -> Result<()> {
             println!("{}", format_table(&summary));
             println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
-        Command::Train { config } => train::run_train(&config, &device, cli.dtype)?,
+        Command::Train { config, set } => train::run_train(&config, &set, &device, cli.dtype)?,
         Command::Study { preset, only, seeds, limit, results, fresh } => {
             let path = preset_path(&preset)?;
             let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None, dtype: cli.dtype };
@@ -429,8 +435,9 @@ mod tests {
         assert!(parse(&["xtask", "generate", "--prompt", "hi", "--top-p", "1.5"]).is_err());
         assert!(parse(&["xtask", "generate", "--prompt", "hi", "--max-new-tokens", "0"]).is_err());
         let err = parse(&["xtask", "eval", "--out", "x", "--limit", "0"]).unwrap_err();
-        assert!(err.contains("must be at least 1"), "{err}");
+        assert!(err.contains("expected a positive number of documents or `none`"), "{err}");
         assert!(parse(&["xtask", "eval", "--out", "x", "--limit", "1"]).is_ok());
+        assert!(parse(&["xtask", "eval", "--out", "x", "--limit", "none"]).is_ok());
         assert!(parse(&["xtask", "generate", "--prompt", "hi", "--temperature", "0.7", "--top-p", "0.9"]).is_ok());
     }
 

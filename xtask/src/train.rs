@@ -47,10 +47,11 @@ pub fn run_technique(cfg: &TechniqueRun, device: &Device) -> anyhow::Result<Trai
     })
 }
 
-/// Reads the TOML at `config_path`, runs its technique on `device` (in `dtype` when given,
-/// else the config's `[train] dtype`), and prints where the outputs went.
-pub fn run_train(config_path: &Path, device: &Device, dtype: Option<Precision>) -> anyhow::Result<()> {
-    let mut cfg = config::load(config_path)?;
+/// Reads the TOML at `config_path` with the `--set` changes `sets`, runs its technique on
+/// `device` (in `dtype` when given, else the config's `[train] dtype`), and prints where the
+/// outputs went.
+pub fn run_train(config_path: &Path, sets: &[String], device: &Device, dtype: Option<Precision>) -> anyhow::Result<()> {
+    let mut cfg = config::load_with(config_path, sets)?;
     if let Some(d) = dtype {
         cfg.run.train.dtype = d;
     }

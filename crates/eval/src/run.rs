@@ -169,7 +169,7 @@ pub fn load_tasks(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
 
 /// The files a run writes into its output directory (what `fresh` removes).
 fn is_result_file(name: &str) -> bool {
-    name.ends_with(".jsonl") || name == "summary.json" || name == IDENTITY_FILE
+    name.ends_with(".jsonl") || name == "summary.json" || name == LM_EVAL_RESULTS || name == IDENTITY_FILE
 }
 
 fn result_files(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
@@ -292,7 +292,51 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
     };
     let path = opts.out_dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).map_err(|e| file_err(&path, e))?;
+    let path = opts.out_dir.join(LM_EVAL_RESULTS);
+    let results = lm_eval_results(&summary, &opts.identity);
+    std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap() + "\n").map_err(|e| file_err(&path, e))?;
     Ok(summary)
+}
+
+/// The same numbers in lm-evaluation-harness 0.4's `results.json` layout, for tools that
+/// read its output: `results.<task>."acc,none"` (a fraction), `"acc_stderr,none"`,
+/// `"acc_norm,none"`, `"acc_norm_stderr,none"`, with `n-shot`, `n-samples` (documents scored) and `config`.
+pub const LM_EVAL_RESULTS: &str = "results.json";
+
+/// [`LM_EVAL_RESULTS`]'s content.
+pub fn lm_eval_results(summary: &EvalSummary, identity: &Identity) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let (mut results, mut shots, mut samples, mut better) = (Map::new(), Map::new(), Map::new(), Map::new());
+    for t in &summary.tasks {
+        let mut r = json!({"alias": t.task, "acc,none": t.acc.value, "acc_stderr,none": t.acc.stderr});
+        let mut higher = json!({"acc": true});
+        if let Some(norm) = &t.acc_norm {
+            r["acc_norm,none"] = json!(norm.value);
+            r["acc_norm_stderr,none"] = json!(norm.stderr);
+            higher["acc_norm"] = json!(true);
+        }
+        results.insert(t.task.clone(), r);
+        shots.insert(t.task.clone(), json!(summary.num_fewshot));
+        samples.insert(t.task.clone(), json!({"effective": t.n}));
+        better.insert(t.task.clone(), higher);
+    }
+    let field = |key: &str| identity.get(key).map_or(Value::Null, |v| json!(v));
+    json!({
+        "results": results,
+        "n-shot": shots,
+        "n-samples": samples,
+        "higher_is_better": better,
+        "config": {
+            "model": "sweelol",
+            "model_args": field("model"),
+            "adapter": field("adapter"),
+            "num_fewshot": summary.num_fewshot,
+            "limit": summary.limit,
+            "backend": field("backend"),
+            "dtype": field("dtype"),
+        },
+        "total_evaluation_time_seconds": format!("{:.2}", summary.seconds),
+    })
 }
 
 fn progress_bar(show: bool, len: u64, name: &str) -> ProgressBar {

@@ -181,3 +181,30 @@ fn a_tokenizer_larger_than_the_model_vocabulary_is_refused_at_load() {
     let msg = m.check_ids(&[2, vocab]).unwrap_err().to_string();
     assert!(msg.contains(&format!("token id {vocab}")), "{msg}");
 }
+
+/// `results.json` reads as lm-eval 0.4 writes it: `results.<task>."acc,none"` is the mean of
+/// the per-document `acc` in the task's lines, `"acc_stderr,none"` the sample standard
+/// deviation over √n, and `n-shot`, `n-samples` and `config` say how they were made.
+#[test]
+fn results_json_has_lm_evals_layout_and_the_documents_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(&options(&out, 6, "none")).unwrap();
+    let accs: Vec<f64> = lines(&out)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["acc"].as_f64().unwrap())
+        .collect();
+    let n = accs.len() as f64;
+    let mean = accs.iter().sum::<f64>() / n;
+    let stderr = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    let read = |name: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap() };
+    let results = read("results.json");
+    let task = &results["results"][TASK];
+    assert!((task["acc,none"].as_f64().unwrap() - mean).abs() < 1e-12, "{task}");
+    assert!((task["acc_stderr,none"].as_f64().unwrap() - stderr).abs() < 1e-12, "{task}");
+    assert!(task.get("acc_norm,none").is_none(), "MMLU reports acc only");
+    assert_eq!(results["n-shot"][TASK], 0);
+    assert_eq!(results["n-samples"][TASK]["effective"], 6);
+    assert_eq!(results["config"]["limit"], 6);
+    assert_eq!(read("summary.json")["tasks"][0]["acc"]["value"], task["acc,none"]);
+}
