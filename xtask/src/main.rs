@@ -130,9 +130,13 @@ enum Command {
         /// Documents per task (a number, or `none` for whole test sets); default: the preset's.
         #[arg(long)]
         limit: Option<preset::Limit>,
-        /// Where results/<preset>/ goes.
-        #[arg(long, default_value = "results")]
+        /// Where results/<preset>/ goes (`--results` is the same option).
+        #[arg(long = "out", alias = "results", default_value = "results")]
         results: PathBuf,
+        /// Change one setting of the preset file, e.g. `--set overrides.n_train=200` or
+        /// `--set eval.limit=5` (repeatable). Unknown keys are refused as in the file.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Discard the preset's earlier results (made on another backend or dtype) instead
         /// of refusing.
         #[arg(long)]
@@ -358,9 +362,9 @@ fn main() -> Result<()> {
             println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
         Command::Train { config, set } => train::run_train(&config, &set, &device, cli.dtype)?,
-        Command::Study { preset, only, seeds, limit, results, fresh } => {
+        Command::Study { preset, only, seeds, limit, results, fresh, set } => {
             let path = preset_path(&preset)?;
-            let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None, dtype: cli.dtype };
+            let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None, dtype: cli.dtype, sets: set };
             let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
             eprintln!("{}", outcome.summary());
         }

@@ -234,10 +234,14 @@ pub struct Preset {
 
 impl Preset {
     /// Reads and checks a preset: paths relative to the file, unique row names and
-    /// folders, dependencies on earlier rows only.
-    pub fn load(path: &Path) -> Result<Preset> {
+    /// folders, dependencies on earlier rows only. `sets` are `--set KEY=VALUE` changes applied to the file's TOML first
+    /// ([`crate::overrides`]): `overrides.n_train=200`, `eval.limit=5`; unknown keys are
+    /// refused as they would be in the file.
+    pub fn load_with(path: &Path, sets: &[String]) -> Result<Preset> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut p: Preset = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = crate::overrides::apply(&text, sets).with_context(|| path.display().to_string())?;
+        let with = if sets.is_empty() { String::new() } else { format!(" (with --set {})", sets.join(" --set ")) };
+        let mut p: Preset = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}{with}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for row in &mut p.rows {
             if let Some(c) = &mut row.config {
@@ -327,7 +331,17 @@ mod tests {
         let path = dir.path().join("p.toml");
         let text = format!("name = \"t\"\n[eval]\ntasks = [\"hellaswag\"]\nlimit = 4\n{rows}");
         std::fs::write(&path, text).unwrap();
-        Preset::load(&path)
+        Preset::load_with(&path, &[])
+    }
+
+    #[test]
+    fn set_changes_a_preset_and_an_unknown_key_is_refused_naming_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/study/default.toml");
+        let p = Preset::load_with(&path, &["overrides.n_train=200".into(), "eval.limit=5".into()]).unwrap();
+        assert_eq!((p.overrides.n_train, p.eval.limit), (Some(200), Limit::Docs(5)));
+        assert_eq!(Preset::load_with(&path, &[]).unwrap().overrides.n_train, Some(1000), "the file itself says 1000");
+        let msg = format!("{:#}", Preset::load_with(&path, &["overrides.n_trian=2".into()]).unwrap_err());
+        assert!(msg.contains("n_trian") && msg.contains("--set overrides.n_trian=2"), "{msg}");
     }
 
     #[test]

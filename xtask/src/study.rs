@@ -43,6 +43,8 @@ pub struct StudyOptions {
     /// What matrix products compute in, training and evaluation (overrides the preset's
     /// `[overrides] dtype`; default f32).
     pub dtype: Option<Precision>,
+    /// `--set KEY=VALUE` changes to the preset file (`overrides.n_train=200`, `eval.limit=5`).
+    pub sets: Vec<String>,
 }
 
 /// What a stage of one row did in this invocation.
@@ -340,7 +342,7 @@ pub fn run_study(
     backend: &str,
     results_root: &Path,
 ) -> Result<StudyOutcome> {
-    let mut preset = Preset::load(preset_path)?;
+    let mut preset = Preset::load_with(preset_path, &opts.sets)?;
     if let Some(limit) = opts.limit {
         preset.eval.limit = limit;
     }
