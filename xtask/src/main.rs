@@ -317,6 +317,8 @@ fn main() -> Result<()> {
             };
             let ids = tok.encode(&text, true)?;
             pre.model.check_ids(&ids)?;
+            let virtual_tokens = pre.prefix.as_ref().map_or(0, |p| p.dims()[0]);
+            sweelol_gemma::generate::check_context(&pre.model, virtual_tokens, ids.len(), max_new_tokens)?;
             let cfg = SamplingConfig { max_new_tokens, temperature, top_p, seed, stop_ids };
             let start = Instant::now();
             let mut produced: Vec<u32> = Vec::new();

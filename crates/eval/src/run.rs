@@ -13,7 +13,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use sweelol_outdir::{DirLock, Identity, OutDirError, IDENTITY_FILE};
+use sweelol_outdir::{write_atomic, DirLock, Identity, OutDirError, IDENTITY_FILE};
 
 use crate::scoring::{DocResult, Scorer};
 use crate::tasks::{load_task, parse_task_name, Task, TaskSpec, STUDY_TASKS};
@@ -291,10 +291,10 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
         docs_per_second: total_docs as f64 / seconds.max(1e-9),
     };
     let path = opts.out_dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).map_err(|e| file_err(&path, e))?;
+    write_atomic(&path, serde_json::to_string_pretty(&summary).unwrap().as_bytes()).map_err(|e| file_err(&path, e))?;
     let path = opts.out_dir.join(LM_EVAL_RESULTS);
     let results = lm_eval_results(&summary, &opts.identity);
-    std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap() + "\n").map_err(|e| file_err(&path, e))?;
+    write_atomic(&path, (serde_json::to_string_pretty(&results).unwrap() + "\n").as_bytes()).map_err(|e| file_err(&path, e))?;
     Ok(summary)
 }
 

@@ -69,6 +69,23 @@ pub fn generate(model: &Gemma3, prompt: &[u32], cfg: &SamplingConfig, on_token: 
     generate_with_prefix(model, None, prompt, cfg, on_token)
 }
 
+/// Refuses a request that does not fit the model's context before any work: `virtual_tokens`
+/// (a prompt-tuning prefix) + `prompt_len` + `max_new_tokens` must not exceed
+/// `max_position_embeddings` (Gemma-3-270m: 32,768), since positions past it have no
+/// rotary embedding the model was trained with. The message names every number.
+pub fn check_context(model: &Gemma3, virtual_tokens: usize, prompt_len: usize, max_new_tokens: usize) -> crate::Result<()> {
+    let context = model.config.max_position_embeddings;
+    let total = virtual_tokens + prompt_len + max_new_tokens;
+    if total <= context {
+        return Ok(());
+    }
+    let prefix = if virtual_tokens > 0 { format!(" after {virtual_tokens} virtual tokens") } else { String::new() };
+    Err(crate::GemmaError::Other(format!(
+        "the prompt is {prompt_len} tokens{prefix} and --max-new-tokens is {max_new_tokens}: {total} positions, more than the model's context of {context} tokens; shorten the prompt or ask for at most {} new tokens",
+        context.saturating_sub(virtual_tokens + prompt_len)
+    )))
+}
+
 /// [`generate`] with trained virtual-token embeddings `[n, hidden]` before the prompt
 /// (prompt tuning).
 pub fn generate_with_prefix(

@@ -153,3 +153,17 @@ fn bad_weight_files_give_errors_naming_the_file() {
     assert!(err.contains("tokenizer.json"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A request that does not fit the context is refused before any work, naming the numbers.
+#[test]
+fn a_request_past_the_context_is_refused_naming_the_numbers() {
+    use sweelol_gemma::generate::check_context;
+    let model = load_tiny(&Device::flex());
+    let context = model.config.max_position_embeddings;
+    assert!(check_context(&model, 0, context - 10, 10).is_ok(), "exactly the context fits");
+    let msg = check_context(&model, 0, context - 10, 11).unwrap_err().to_string();
+    assert!(msg.contains(&format!("context of {context} tokens")) && msg.contains(&(context + 1).to_string()), "{msg}");
+    assert!(msg.contains("at most 10 new tokens"), "{msg}");
+    let msg = check_context(&model, 20, context, 1).unwrap_err().to_string();
+    assert!(msg.contains("after 20 virtual tokens"), "{msg}");
+}

@@ -40,16 +40,14 @@ impl Identity {
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| OutDirError::Corrupt { path, msg: format!("not an identity record: {e}") })
+            .map_err(|e| OutDirError::Corrupt { path, msg: format!("not an identity record ({e}); delete it, or rerun with --fresh to replace this directory's results") })
     }
 
     /// Writes `identity.json` (temporary file, then rename: never half-written).
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(IDENTITY_FILE);
-        let tmp = dir.join(format!(".{IDENTITY_FILE}.tmp"));
         let json = serde_json::to_string_pretty(self).expect("a string map serialises");
-        std::fs::write(&tmp, json).map_err(|e| OutDirError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| OutDirError::io(&path, e))
+        crate::write_atomic(&path, json.as_bytes()).map_err(|e| OutDirError::io(&path, e))
     }
 
     /// The fields where `recorded` (what made the results on disk) and `self` (this run)

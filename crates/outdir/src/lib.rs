@@ -7,11 +7,14 @@
 //! * a [`DirLock`] (`.lock`): one run at a time; a second one fails at once with the
 //!   holder's pid.
 //! * [`sha256_file`] / [`sha256_files`]: the checksums identities and checkpoints use.
+//! * [`write_atomic`]: records that are whole or absent, never truncated.
 
+mod atomic;
 mod checksum;
 mod identity;
 mod lock;
 
+pub use atomic::write_atomic;
 pub use checksum::{sha256_file, sha256_files};
 pub use identity::{differing_keys, Identity, IDENTITY_FILE};
 pub use lock::{DirLock, LOCK_FILE};

@@ -1,6 +1,6 @@
 //! Training data: tokenized examples, and the order in which the trainer visits them.
 
-use sweelol_dolly::{bucketed_batches, Batch, EvalSize, SubsetSpec, TokenizeConfig, TokenizedExample};
+use sweelol_dolly::{bucketed_batches, Batch, DollyRecord, EvalSize, SubsetSpec, TokenizeConfig, TokenizedExample};
 use tokenizers::Tokenizer;
 
 use crate::config::DataSection;
@@ -16,23 +16,55 @@ pub struct Dataset {
 /// Draws `n_train + n_eval` Dolly records (seeded, optionally stratified), splits off the
 /// held-out part, and tokenizes both with Gemma's chat template.
 pub fn load_dolly(cfg: &DataSection, tokenizer: &Tokenizer) -> Result<Dataset> {
+    tokenize_split(&select_dolly(cfg)?, cfg, tokenizer)
+}
+
+/// The training and held-out records a config asks for, drawn without a tokenizer, so that
+/// asking for more than the file has fails before a model loads, naming the keys.
+pub fn select_dolly(cfg: &DataSection) -> Result<Split> {
     let records = sweelol_dolly::load(&cfg.path)?;
+    let wanted = cfg.n_train + cfg.n_eval;
+    let matching = records
+        .iter()
+        .filter(|r| cfg.categories.as_ref().is_none_or(|c| c.contains(&r.category)))
+        .count();
+    if wanted > matching {
+        let filter = cfg.categories.as_ref().map_or(String::new(), |c| format!(" in the categories {}", c.join(", ")));
+        return Err(TrainError::Settings(format!(
+            "[data] n_train = {} plus n_eval = {} asks for {wanted} records, but {} has {matching}{filter}; lower n_train or n_eval",
+            cfg.n_train,
+            cfg.n_eval,
+            cfg.path.display()
+        )));
+    }
     let spec = SubsetSpec {
         seed: cfg.seed,
-        n: Some(cfg.n_train + cfg.n_eval),
+        n: Some(wanted),
         stratify: cfg.stratify,
         categories: cfg.categories.clone(),
     };
     let chosen = sweelol_dolly::subset(&records, &spec)?;
     let (train, eval) = sweelol_dolly::train_eval_split(&chosen, EvalSize::Count(cfg.n_eval), cfg.seed)?;
+    Ok(Split { train, eval })
+}
+
+/// Training and held-out records, not yet tokenized.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub train: Vec<DollyRecord>,
+    pub eval: Vec<DollyRecord>,
+}
+
+/// `split` tokenized with Gemma's chat template.
+pub fn tokenize_split(split: &Split, cfg: &DataSection, tokenizer: &Tokenizer) -> Result<Dataset> {
     let tok = TokenizeConfig {
         max_len: cfg.max_len,
         min_response_tokens: cfg.min_response_tokens,
         train_on_prompt: cfg.train_on_prompt,
     };
     Ok(Dataset {
-        train: sweelol_dolly::tokenize_all(&train, tokenizer, &tok)?,
-        eval: sweelol_dolly::tokenize_all(&eval, tokenizer, &tok)?,
+        train: sweelol_dolly::tokenize_all(&split.train, tokenizer, &tok)?,
+        eval: sweelol_dolly::tokenize_all(&split.eval, tokenizer, &tok)?,
     })
 }
 

@@ -11,9 +11,9 @@ use sweelol_gemma::{load_pretrained, Gemma3, GemmaTokenizer};
 
 use std::collections::BTreeMap;
 
-use crate::config::{run_hash, run_keys, RunConfig};
-use crate::data::{load_dolly, Dataset};
-use crate::error::Result;
+use crate::config::{run_hash, run_keys, RunConfig, TrainSection};
+use crate::data::{select_dolly, tokenize_split, Dataset};
+use crate::error::{Result, TrainError};
 use crate::model::TrainableModel;
 use crate::params;
 use crate::trainer::{evaluate, train, TrainOptions};
@@ -39,13 +39,34 @@ pub fn autodiff_device(device: &Device) -> Device {
 /// `[train] dtype`), its tokenizer or the configured one, and the Dolly data tokenized with it.
 pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
     cfg.train.dtype.check_supported(device)?;
+    check_warmup(&cfg.train, cfg.data.n_train)?;
+    // Records first: a request the file cannot meet fails before the model loads.
+    let split = select_dolly(&cfg.data)?;
     let pre = load_pretrained(&cfg.model.source, &autodiff_device(device))?;
     let tokenizer = match &cfg.model.tokenizer {
         Some(path) => GemmaTokenizer::from_file(path)?,
         None => pre.tokenizer,
     };
-    let data = load_dolly(&cfg.data, tokenizer.inner())?;
+    let data = tokenize_split(&split, &cfg.data, tokenizer.inner())?;
     Ok(Prepared { model: pre.model.with_precision(cfg.train.dtype), tokenizer, data })
+}
+
+/// Refuses a warm-up longer than the run (`n_train` examples, before any are dropped): the
+/// learning rate would never reach `lr`, and the run would train at a fraction of what the
+/// config says without a word.
+pub fn check_warmup(t: &TrainSection, n_train: usize) -> Result<()> {
+    let steps = crate::trainer::total_steps(t, n_train);
+    if t.warmup_steps <= steps {
+        return Ok(());
+    }
+    let how = match t.max_steps {
+        Some(s) => format!("max_steps = {s}"),
+        None => format!("{} epoch(s) of {n_train} examples, batch_size {} x grad_accum {}", t.epochs, t.batch_size, t.grad_accum),
+    };
+    Err(TrainError::Settings(format!(
+        "[train] warmup_steps = {} is more than the run's {steps} optimizer steps ({how}): the learning rate would never reach lr; set warmup_steps to at most {steps}",
+        t.warmup_steps
+    )))
 }
 
 /// What a PEFT adapter trained under `cfg` names as its base model, so that PEFT's
@@ -175,4 +196,36 @@ where
         distinct_shapes: outcome.distinct_shapes,
         warmup_s: outcome.warmup_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warmup_longer_than_the_run_is_refused_naming_both() {
+        let mut t = TrainSection { warmup_steps: 1000, max_steps: Some(2), ..TrainSection::new(1e-4, 4) };
+        let msg = check_warmup(&t, 128).unwrap_err().to_string();
+        assert!(msg.contains("warmup_steps = 1000") && msg.contains("2 optimizer steps") && msg.contains("max_steps = 2"), "{msg}");
+        t.warmup_steps = 2;
+        assert!(check_warmup(&t, 128).is_ok(), "a warm-up as long as the run is allowed");
+        // 128 examples in batches of 4, one epoch: 32 steps.
+        let t = TrainSection { warmup_steps: 33, ..TrainSection::new(1e-4, 4) };
+        let msg = check_warmup(&t, 128).unwrap_err().to_string();
+        assert!(msg.contains("32 optimizer steps"), "{msg}");
+    }
+
+    #[test]
+    fn more_records_than_the_file_has_is_refused_naming_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("three.jsonl");
+        let row = |i: usize| format!(r#"{{"instruction": "q{i}", "context": "", "response": "a{i}", "category": "open_qa"}}"#);
+        std::fs::write(&path, (0..3).map(row).collect::<Vec<_>>().join("\n")).unwrap();
+        let mut cfg = crate::config::DataSection::new(&path, 3, 64);
+        cfg.n_eval = 1;
+        let msg = select_dolly(&cfg).unwrap_err().to_string();
+        assert!(msg.contains("n_train = 3 plus n_eval = 1 asks for 4 records") && msg.contains("three.jsonl has 3"), "{msg}");
+        cfg.n_eval = 0;
+        assert_eq!(select_dolly(&cfg).unwrap().train.len(), 3);
+    }
 }
