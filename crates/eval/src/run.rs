@@ -256,6 +256,10 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
         let path = opts.out_dir.join(format!("{name}.jsonl"));
         let mut results = reusable(&path, task)?;
         results.truncate(task.docs.len());
+        if !results.is_empty() && opts.show_progress {
+            eprintln!("{name}: resumed: {} of {} documents already scored", results.len(), task.docs.len());
+        }
+        let reused = results.len();
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| file_err(&path, e))?;
         let bar = progress_bar(opts.show_progress, task.docs.len() as u64, name);
         bar.set_position(results.len() as u64);
@@ -269,7 +273,7 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
             out.flush().map_err(|e| file_err(&path, e))?;
         }
         bar.finish_and_clear();
-        total_docs += task.docs.len();
+        total_docs += task.docs.len() - reused;
         let accs: Vec<f64> = results.iter().map(|r| r.acc).collect();
         let norms: Option<Vec<f64>> = results.iter().map(|r| r.acc_norm).collect();
         summaries.push(TaskSummary {
@@ -288,6 +292,7 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
         limit: opts.limit,
         num_fewshot: opts.num_fewshot,
         seconds,
+        // Documents scored by this run only: reused lines cost no model time.
         docs_per_second: total_docs as f64 / seconds.max(1e-9),
     };
     let path = opts.out_dir.join("summary.json");

@@ -88,6 +88,10 @@ fn a_smaller_limit_reuses_a_prefix_and_keeps_the_rest() {
     let expected = (flipped + second["acc"].as_f64().unwrap()) / 2.0;
     assert_eq!(two.tasks[0].acc.value, expected, "the first two lines were reused");
     assert_eq!(lines(&out), edited, "lines past the limit are kept");
+    // Nothing was scored by that run: its rate counts scored documents only.
+    assert_eq!(two.docs_per_second, 0.0, "reused documents are not counted as scored");
+    let again = run(&options(&out, 4, "none")).unwrap();
+    assert!(again.docs_per_second == 0.0, "all four lines reused: {}", again.docs_per_second);
 }
 
 #[test]
