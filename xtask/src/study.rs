@@ -150,12 +150,18 @@ fn seeded_rows(preset: &Preset) -> Result<BTreeSet<String>> {
     Ok(seeded)
 }
 
+/// A row's technique config as the preset runs it: the file, with the preset's overrides.
+fn configured(preset: &Preset, path: &Path) -> Result<TechniqueRun> {
+    let mut cfg = config::load(path)?;
+    preset.overrides.apply(&mut cfg.run);
+    Ok(cfg)
+}
+
 /// Whether training `spec` with seed `seed` is its config as written (with the preset's
 /// overrides).
 fn is_configured_seed(preset: &Preset, spec: &RowSpec, seed: u64) -> Result<bool> {
     let Some(path) = &spec.config else { return Ok(false) };
-    let mut cfg = config::load(path)?;
-    preset.overrides.apply(&mut cfg.run);
+    let mut cfg = configured(preset, path)?;
     let as_written = cfg.hash();
     cfg.set_seed(seed);
     Ok(cfg.hash() == as_written)
@@ -192,14 +198,12 @@ fn plan_text(preset: &Preset, runs: &[RowRun], to_run: &BTreeSet<String>, docs_p
         let training = match &run.spec.config {
             None => String::new(),
             Some(path) => {
-                let mut cfg = config::load(path)?;
-                preset.overrides.apply(&mut cfg.run);
+                let cfg = configured(preset, path)?;
                 let (d, t) = (&cfg.run.data, &cfg.run.train);
                 if !cfg.technique.trains() {
                     "prune; ".to_string()
                 } else {
-                    let per_epoch = d.n_train.div_ceil(t.batch_size * t.grad_accum.max(1));
-                    let steps = t.max_steps.unwrap_or(per_epoch * t.epochs);
+                    let steps = sweelol_train::trainer::total_steps(t, d.n_train);
                     format!(
                         "train {} examples x {} epoch(s) of <= {} tokens ({steps} steps of {} x {}, {}); ",
                         d.n_train, t.epochs, d.max_len, t.batch_size, t.grad_accum.max(1), t.dtype
@@ -242,8 +246,7 @@ fn dependency<'t>(trained: &'t Trained, run: &RowRun, dep: &str) -> Result<&'t S
 /// results folder changes nothing, and retraining a row retrains the rows built on it.
 fn row_run_config(preset: &Preset, run: &RowRun, trained: &Trained) -> Result<(TechniqueRun, String)> {
     let path = run.spec.config.as_ref().expect("training row");
-    let mut cfg = config::load(path).with_context(|| format!("{} config", run.spec.name))?;
-    preset.overrides.apply(&mut cfg.run);
+    let mut cfg = configured(preset, path).with_context(|| format!("{} config", run.spec.name))?;
     if let Some(seed) = run.seed {
         cfg.set_seed(seed);
     }

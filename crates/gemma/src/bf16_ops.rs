@@ -2,8 +2,8 @@
 //! gradients.
 //!
 //! burn-flex multiplies bf16 tensors by widening them to f32 and back, so a bf16 step
-//! costs more than an f32 one. Here the product is [`crate::gemm_bf16`]'s (AMX tiles where
-//! the CPU has them), and under autodiff it is one graph node whose backward computes both
+//! costs more than an f32 one. Here the product is [`crate::gemm_bf16`]'s (AMX or
+//! `vdpbf16ps` where the CPU has them), and under autodiff it is one graph node whose backward computes both
 //! gradients the same way, as autocast's bf16 linear does: `dx = round(g · wᵀ)`,
 //! `dw = round(xᵀ · g)`, operands rounded to bf16, sums in f32.
 

@@ -406,8 +406,16 @@ mod x86 {
     }
 
     impl Tiles {
-        fn zeroed(outer: usize, k_tiles: usize) -> Self {
-            Tiles { lines: vec![Line([0; 32]); outer * k_tiles * TM], outer, k_tiles }
+        /// `outer` lines of the matrix (its rows for A, its columns for B) over `depth`,
+        /// each group of 16 filled by `fill(group, its lines)` in parallel.
+        ///
+        /// SAFETY (for `fill`): the engines run only where AVX-512 F, BW and VL are
+        /// (`hardware`), and the fill functions are compiled for them.
+        fn packed(outer: usize, depth: usize, fill: impl Fn(usize, &mut [Line]) + Sync) -> Self {
+            let (outer, k_tiles) = (outer.div_ceil(2 * TM) * 2, depth.div_ceil(TK));
+            let mut t = Tiles { lines: vec![Line([0; 32]); outer * k_tiles * TM], outer, k_tiles };
+            t.lines.par_chunks_mut(k_tiles * TM).enumerate().for_each(|(group, lines)| fill(group, lines));
+            t
         }
 
         pub fn bytes(&self) -> usize {
@@ -469,11 +477,8 @@ mod x86 {
 
     /// `a` (`[m, k]`) as tiles of 16 rows x 32 depths.
     pub fn pack_a(a: &MatRef) -> Tiles {
-        let mut t = Tiles::zeroed(a.rows.div_ceil(2 * TM) * 2, a.cols.div_ceil(TK));
-        let per_outer = t.k_tiles * TM;
-        // SAFETY: both engines are used only where AVX-512 F, BW and VL are (`hardware`).
-        t.lines.par_chunks_mut(per_outer).enumerate().for_each(|(mt, lines)| unsafe { pack_a_tile(a, mt, lines) });
-        t
+        // SAFETY: see `Tiles::packed`.
+        Tiles::packed(a.rows, a.cols, |mt, lines| unsafe { pack_a_tile(a, mt, lines) })
     }
 
     /// Rows `16·mt ..` of `a` into their tiles (`lines`: `k_tiles` tiles of 16 lines).
@@ -530,11 +535,8 @@ mod x86 {
     /// `b` (`[k, n]`) as tiles of 16 depth pairs x 16 columns, each column's pair adjacent
     /// (`[k/2][n][2]`, the layout `tdpbf16ps` reads).
     pub fn pack_b(b: &MatRef) -> Tiles {
-        let mut t = Tiles::zeroed(b.cols.div_ceil(2 * TM) * 2, b.rows.div_ceil(TK));
-        let per_outer = t.k_tiles * TM;
-        // SAFETY: as in `pack_a`.
-        t.lines.par_chunks_mut(per_outer).enumerate().for_each(|(nt, lines)| unsafe { pack_b_tile(b, nt, lines) });
-        t
+        // SAFETY: see `Tiles::packed`.
+        Tiles::packed(b.cols, b.rows, |nt, lines| unsafe { pack_b_tile(b, nt, lines) })
     }
 
     /// Columns `16·nt ..` of `b` into their tiles.

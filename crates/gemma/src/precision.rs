@@ -27,7 +27,7 @@ pub enum Precision {
 
 impl Precision {
     /// `lhs · rhs` (batched over leading axes) in this precision, returned as f32. bf16
-    /// products of host tensors use [`crate::gemm_bf16`] (AMX where the CPU has it), others
+    /// products of host tensors use [`crate::gemm_bf16`] (native where the CPU can), others
     /// burn's bf16 tensors.
     pub fn matmul<const D: usize>(self, lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
         match self {

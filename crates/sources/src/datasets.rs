@@ -439,7 +439,7 @@ fn check_file(repo: &str, path: &Path, expected: &HubFile) -> Result<(), SourceE
         )));
     }
     if let Some(want) = &expected.sha256 {
-        let got = sha256_file(&label, path)?;
+        let got = crate::sha256_file(&label, path)?;
         if !got.eq_ignore_ascii_case(want) {
             return Err(refuse(format!(
                 "{} has sha256 {got}, the manifest expects {want} (has the upstream file changed?)",
@@ -485,13 +485,6 @@ fn count_rows(label: &str, path: &Path, name: &str) -> Result<u64, SourceError> 
             reason: format!("cannot count the rows of '{name}' (expected .jsonl or .parquet)"),
         })
     }
-}
-
-fn sha256_file(label: &str, path: &Path) -> Result<String, SourceError> {
-    let mut file = File::open(path).map_err(|e| SourceError::io(label, "open", path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| SourceError::io(label, "read", path, e))?;
-    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// `path` made absolute against the current directory (symlinks in the view must not depend

@@ -209,13 +209,18 @@ pub fn base_model_name(source: &str) -> String {
 
 /// Whether `path` is the assembled file of `packaged` (same size, then same SHA-256).
 fn is_packaged_file(path: &Path, packaged: &PackagedGguf) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == packaged.size)
+        && sha256_file("", path).is_ok_and(|sha| sha == packaged.sha256)
+}
+
+/// The SHA-256 of the file at `path`, lowercase hex; errors name `label` (what the file is
+/// for) and the path.
+pub(crate) fn sha256_file(label: &str, path: &Path) -> Result<String, SourceError> {
     use sha2::{Digest, Sha256};
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == packaged.size) {
-        return false;
-    }
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut file = File::open(path).map_err(|e| SourceError::io(label, "open", path, e))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).is_ok() && format!("{:x}", hasher.finalize()) == packaged.sha256
+    std::io::copy(&mut file, &mut hasher).map_err(|e| SourceError::io(label, "read", path, e))?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// An existing file is accepted only as a GGUF; its tokenizer.json sibling rides along.

