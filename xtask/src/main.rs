@@ -11,6 +11,7 @@ use sweelol_eval::{evaluate, format_table, EvalOptions, Scorer};
 use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
 use sweelol_gemma::{ChatMessage, GemmaTokenizer, Precision};
 
+mod answers;
 mod bench;
 mod check;
 mod config;

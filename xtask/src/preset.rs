@@ -227,6 +227,9 @@ pub struct Preset {
     pub eval: EvalSection,
     #[serde(default)]
     pub overrides: Overrides,
+    /// The held-out prompts every row answers in the report.
+    #[serde(default)]
+    pub answers: crate::answers::AnswersSection,
     pub rows: Vec<RowSpec>,
     #[serde(skip)]
     pub file: PathBuf,
@@ -320,6 +323,9 @@ pub struct RowResult {
     pub eval: EvalSummary,
     pub eval_dir: PathBuf,
     pub eval_seconds: f64,
+    /// Greedy answers to the study's held-out prompts (first seed only), when made.
+    #[serde(default)]
+    pub answers: Option<Vec<String>>,
 }
 
 #[cfg(test)]

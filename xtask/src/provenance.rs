@@ -17,7 +17,8 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("
 
 /// The identity of scores produced by `source` (+ `adapter`) on `backend`: the source as
 /// named, SHA-256 of its weight and tokenizer files and of the adapter's files, the backend,
-/// the dtype of its products and the code version. Resolves the source (downloading it if needed) but does
+/// the dtype of its products, and the code version (recorded, not compared:
+/// `sweelol_outdir::RECORDED_ONLY`). Resolves the source (downloading it if needed) but does
 /// not load it.
 pub fn model_identity(source: &str, adapter: Option<&Path>, backend: &str, dtype: Precision) -> Result<Identity> {
     let files = sweelol_sources::resolve(source).with_context(|| format!("resolving model `{source}`"))?;

@@ -2,7 +2,8 @@
 //! accuracy with its 95% interval, the published number, an exact McNemar test against
 //! Baseline paired by `doc_id` with Holm's correction over all of them, Average MMLU with
 //! a paired bootstrap interval, the spread across seeds, and the published findings
-//! judged (`findings.rs`). Then the renderings: `table.md`, `table.csv`, `table.json`,
+//! judged (`findings.rs`), and each row's greedy answers to the same held-out prompts
+//! (`answers.rs`). Then the renderings: `table.md`, `table.csv`, `table.json`,
 //! `plot.svg` and `manifest.json`.
 
 use std::collections::BTreeMap;
@@ -12,8 +13,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
+use sweelol_dolly::DollyRecord;
 use sweelol_eval::DocResult;
 
+use crate::answers;
 use crate::findings::{judge_findings, Finding, Metric, Scores};
 use crate::preset::{Limit, Preset, RowResult};
 use crate::stats::{holm, mcnemar_paired, paired, Estimate};
@@ -127,6 +130,47 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Where the rule that turns comparisons into verdicts is written down.
     pub decision_rule: &'static str,
+    /// The held-out Dolly prompts and every row's greedy answer to each.
+    pub answers: Vec<PromptAnswers>,
+}
+
+/// One held-out prompt, its Dolly reference response and each row's greedy answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PromptAnswers {
+    pub category: String,
+    /// The user turn: the instruction, and the context when there is one.
+    pub prompt: String,
+    pub reference: String,
+    /// `(row, answer)` in the preset's row order, for rows with answers.
+    pub answers: Vec<RowAnswer>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RowAnswer {
+    pub row: String,
+    pub answer: String,
+}
+
+/// Prompt by prompt, each row's answer (first seed), in row order.
+fn answers_by_prompt(prompts: &[DollyRecord], results: &[RowResult]) -> Vec<PromptAnswers> {
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut seen = std::collections::BTreeSet::new();
+            let answers = results
+                .iter()
+                .filter(|r| seen.insert(r.row.clone()))
+                .filter_map(|r| Some(RowAnswer { row: r.row.clone(), answer: r.answers.as_ref()?.get(i)?.clone() }))
+                .collect();
+            PromptAnswers {
+                category: p.category.clone(),
+                prompt: sweelol_dolly::user_text(p),
+                reference: sweelol_dolly::py_strip(&p.response).to_string(),
+                answers,
+            }
+        })
+        .collect()
 }
 
 /// The per-document results of each row's first seed: row -> task -> docs.
@@ -153,7 +197,7 @@ fn sd(xs: &[f64]) -> f64 {
 
 impl Report {
     /// The statistics of `results` (one entry per row and seed, in preset order).
-    pub fn compute(preset: &Preset, published: &Published, results: &[RowResult]) -> Result<Report> {
+    pub fn compute(preset: &Preset, published: &Published, results: &[RowResult], prompts: &[DollyRecord]) -> Result<Report> {
         let tasks = &preset.eval.tasks;
         let scores = first_seed_scores(results, tasks)?;
         let baseline = preset.baseline().map(|b| b.name.clone()).filter(|b| scores.rows.contains_key(b));
@@ -232,6 +276,7 @@ impl Report {
             rows,
             findings,
             decision_rule: "docs/findings.md",
+            answers: answers_by_prompt(prompts, results),
         })
     }
 
@@ -304,6 +349,17 @@ impl Report {
             for f in &self.findings {
                 let verdict = serde_json::to_value(f.verdict)?.as_str().unwrap_or_default().replace('_', " ");
                 writeln!(md, "{}. {} — **{verdict}**", f.id, f.claim)?;
+            }
+        }
+        if self.answers.iter().any(|p| !p.answers.is_empty()) {
+            writeln!(md, "\n**Greedy answers to held-out Dolly prompts** (the chat format the rows trained on):")?;
+            for (i, p) in self.answers.iter().enumerate() {
+                writeln!(md, "\n{}. ({}) {}\n", i + 1, p.category, answers::one_line(&p.prompt, 400))?;
+                writeln!(md, "| Model | Answer |\n|---|---|")?;
+                writeln!(md, "| Dolly's reference | {} |", answers::one_line(&p.reference, 400))?;
+                for a in &p.answers {
+                    writeln!(md, "| {} | {} |", a.row, answers::one_line(&a.answer, 400))?;
+                }
             }
         }
         Ok(md)
@@ -418,7 +474,14 @@ fn manifest(preset: &Preset, backend: &str, results: &[RowResult], wall_seconds:
 }
 
 /// Writes table.md/.csv/.json, plot.svg and manifest.json into `run_dir`.
-pub fn write_report(run_dir: &Path, preset: &Preset, backend: &str, results: &[RowResult], wall_seconds: f64) -> Result<()> {
+pub fn write_report(
+    run_dir: &Path,
+    preset: &Preset,
+    backend: &str,
+    results: &[RowResult],
+    prompts: &[DollyRecord],
+    wall_seconds: f64,
+) -> Result<()> {
     let published = match &preset.published {
         Some(path) if path.is_file() => Published::load(path)?,
         Some(path) => {
@@ -427,7 +490,7 @@ pub fn write_report(run_dir: &Path, preset: &Preset, backend: &str, results: &[R
         }
         None => Published::default(),
     };
-    let report = Report::compute(preset, &published, results)?;
+    let report = Report::compute(preset, &published, results, prompts)?;
     std::fs::write(run_dir.join("table.md"), report.markdown()?)?;
     std::fs::write(run_dir.join("table.csv"), report.csv()?)?;
     std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&report)?)?;

@@ -16,11 +16,13 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use sweelol_eval::{evaluate, format_table, EvalError, EvalOptions, EvalSummary, Identity, Scorer};
+use sweelol_dolly::DollyRecord;
 use sweelol_gemma::Precision;
 use sweelol_outdir::{DirLock, OutDirError, IDENTITY_FILE, LOCK_FILE};
 
+use crate::answers::{self, Answers};
 use crate::config::{self, TechniqueRun};
-use crate::model_loading::load_model;
+use crate::model_loading::{load_model, LoadedModel};
 use crate::preset::{DtypeChoice, Limit, Preset, RowResult, RowSpec, StageRecord};
 use crate::report;
 
@@ -362,6 +364,7 @@ pub fn run_study(
     let data_root =
         crate::data_fetch::eval_data_root(&crate::default_data_root(), &preset.eval.tasks, preset.eval.num_fewshot)?;
     let docs_per_row: usize = sweelol_eval::load_tasks(&eval_options(&preset, &data_root, PathBuf::new()))?.iter().map(|t| t.docs.len()).sum();
+    let prompts = study_prompts(&preset)?;
     // Absolute, so every output path recorded in a stage is usable from anywhere.
     let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     let _lock = DirLock::acquire(&run_dir)?;
@@ -381,7 +384,7 @@ pub fn run_study(
         std::fs::create_dir_all(&run.dir)?;
         if !to_run.contains(&run.spec.name) {
             // Not run now; its earlier results still go into the table if they are current.
-            if let Some(done) = finished_run(&preset, run, &trained) {
+            if let Some(done) = finished_run(&preset, run, &trained, &prompts) {
                 if let Some(t) = &done.train {
                     trained.insert(run.key(), t.clone());
                 }
@@ -405,22 +408,28 @@ pub fn run_study(
         if opts.only.as_deref().is_some_and(|o| o != run.spec.name) {
             // Trained as a dependency of the row asked for, not evaluated now; its earlier
             // results still go into the table if they are current.
-            results.extend(finished_run(&preset, run, &trained));
+            results.extend(finished_run(&preset, run, &trained, &prompts));
             continue;
         }
         if !budget_left(&actions) {
             return Ok(StudyOutcome { run_dir, actions, finished: false });
         }
-        let (result, evaluated) = eval_stage(&preset, run, train, trained_now, device, backend, &data_root)?;
+        let mut model = LazyModel::of_run(&preset, train.as_ref(), device);
+        let (mut result, evaluated) = eval_stage(&preset, run, train, trained_now, &mut model, backend, &data_root)?;
         actions.push((run.key(), if evaluated { Action::Evaluated } else { Action::EvalSkipped }));
+        // Answers from each row's first run only: the report shows one set per row.
+        if !results.iter().any(|r| r.row == run.spec.name) {
+            result.answers = Some(answers_stage(&preset, run, result.train.as_ref(), &prompts, &mut model)?);
+        }
         results.push(result);
     }
     if results.iter().all(|r| r.eval.tasks.is_empty()) {
         bail!("no row was evaluated");
     }
-    report::write_report(&run_dir, &preset, backend, &results, started.elapsed().as_secs_f64())?;
+    report::write_report(&run_dir, &preset, backend, &results, &prompts, started.elapsed().as_secs_f64())?;
     println!("study `{}` written to {}", preset.name, run_dir.display());
     println!("{}", std::fs::read_to_string(run_dir.join("table.md"))?);
+    println!("{}", stage_times(&results));
     Ok(StudyOutcome { run_dir, actions, finished: true })
 }
 
@@ -479,15 +488,11 @@ fn eval_stage(
     run: &RowRun,
     train: Option<StageRecord>,
     trained_now: bool,
-    device: &Device,
+    model: &mut LazyModel,
     backend: &str,
     data_root: &Path,
 ) -> Result<(RowResult, bool)> {
     let dtype = preset.eval.dtype;
-    let (source, adapter) = match &train {
-        None => (preset.base_model.clone(), None),
-        Some(t) => (t.model_source.clone(), t.adapter.clone()),
-    };
     let eval_dir = run.dir.join("eval");
     let model_id = eval_model_id(train.as_ref(), &preset.base_model);
     let settings = eval_settings(preset);
@@ -502,9 +507,9 @@ fn eval_stage(
     let complete = !stale && previous.is_some() && read_stage::<EvalSummary>(&eval_dir.join("summary.json")).is_some();
     let t0 = Instant::now();
     let mut opts = eval_options(preset, data_root, eval_dir.clone());
-    opts.identity = crate::provenance::model_identity(&source, adapter.as_deref(), backend, dtype)?;
-    // The study owns this folder: results of another model or code version are redone, as
-    // a changed row is, rather than refused.
+    opts.identity = crate::provenance::model_identity(&model.source, model.adapter.as_deref(), backend, dtype)?;
+    // The study owns this folder: results of another model are redone, as a changed row
+    // is, rather than refused (another code version's are kept: `RECORDED_ONLY`).
     match sweelol_eval::preflight(&opts) {
         Err(e @ EvalError::OutDir(OutDirError::Mismatch { .. })) => {
             eprintln!("{}: {e}; evaluating again", run.key());
@@ -515,12 +520,12 @@ fn eval_stage(
             let mut summary: EvalSummary = read_stage(&eval_dir.join("summary.json")).context("summary.json")?;
             set_eval_rate(&mut summary, earlier_seconds);
             eprintln!("{}: evaluated earlier (same model, settings and identity), skipping", run.key());
-            let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds: earlier_seconds };
+            let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds: earlier_seconds, answers: None };
             return Ok((result, false));
         }
         _ => {}
     }
-    let loaded = load_model(&source, adapter.as_deref(), false, device, dtype)?;
+    let loaded = model.get()?;
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     scorer.prefix = loaded.prefix.clone();
     let mut summary = evaluate(&scorer, &opts).with_context(|| format!("evaluating {}", run.key()))?;
@@ -528,14 +533,14 @@ fn eval_stage(
     write_stage(&eval_stage_path, &EvalStage { model: model_id, settings, seconds: eval_seconds })?;
     set_eval_rate(&mut summary, eval_seconds);
     eprintln!("{}", format_table(&summary));
-    let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds };
+    let result = RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval: summary, eval_dir, eval_seconds, answers: None };
     // Scored now unless every document was already there (a fresh start rescored them all).
     Ok((result, !complete || opts.fresh))
 }
 
 /// A run that an earlier invocation finished, read back from its folder, or `None` if it
 /// is missing or stale (its config, its inputs or the eval settings changed since).
-fn finished_run(preset: &Preset, run: &RowRun, trained: &Trained) -> Option<RowResult> {
+fn finished_run(preset: &Preset, run: &RowRun, trained: &Trained, prompts: &[DollyRecord]) -> Option<RowResult> {
     let train = match run.spec.config {
         None => None,
         Some(_) => {
@@ -550,7 +555,95 @@ fn finished_run(preset: &Preset, run: &RowRun, trained: &Trained) -> Option<RowR
     let eval_dir = run.dir.join("eval");
     let mut eval: EvalSummary = read_stage(&eval_dir.join("summary.json"))?;
     set_eval_rate(&mut eval, stage.seconds);
-    Some(RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval, eval_dir, eval_seconds: stage.seconds })
+    let answers = Answers::read_current(&run.dir, &stage.model, prompts, &preset.answers, preset.eval.dtype.as_str()).map(|a| a.texts);
+    Some(RowResult { row: run.spec.name.clone(), seed: run.seed, train, eval, eval_dir, eval_seconds: stage.seconds, answers })
+}
+
+/// The held-out prompts every row answers: the first `[answers] prompts` records held out by
+/// the first training row's `[data]` as the preset runs it (none without a training row).
+/// Chosen before any work, so a missing Dolly fails in seconds.
+fn study_prompts(preset: &Preset) -> Result<Vec<DollyRecord>> {
+    if preset.answers.prompts == 0 {
+        return Ok(Vec::new());
+    }
+    for path in preset.rows.iter().filter_map(|r| r.config.as_ref()) {
+        let mut cfg = configured(preset, path)?;
+        if cfg.technique.trains() {
+            cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
+            return answers::held_out_prompts(&cfg.run.data, preset.answers.prompts);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// A run's model, loaded when a stage first needs it: once for scoring and answering, and
+/// not at all when both are reused.
+struct LazyModel<'d> {
+    source: String,
+    adapter: Option<PathBuf>,
+    dtype: Precision,
+    device: &'d Device,
+    loaded: Option<LoadedModel>,
+}
+
+impl<'d> LazyModel<'d> {
+    /// The model a run evaluates: its training stage's, or the preset's base model.
+    fn of_run(preset: &Preset, train: Option<&StageRecord>, device: &'d Device) -> Self {
+        let (source, adapter) = match train {
+            None => (preset.base_model.clone(), None),
+            Some(t) => (t.model_source.clone(), t.adapter.clone()),
+        };
+        LazyModel { source, adapter, dtype: preset.eval.dtype, device, loaded: None }
+    }
+
+    fn get(&mut self) -> Result<&LoadedModel> {
+        if self.loaded.is_none() {
+            self.loaded = Some(load_model(&self.source, self.adapter.as_deref(), false, self.device, self.dtype)?);
+        }
+        Ok(self.loaded.as_ref().expect("loaded above"))
+    }
+}
+
+/// Stage 3 of a row (its first run): greedy answers to the study's held-out prompts,
+/// unless the row's folder has them from the same model, prompts and settings.
+fn answers_stage(preset: &Preset, run: &RowRun, train: Option<&StageRecord>, prompts: &[DollyRecord], model: &mut LazyModel) -> Result<Vec<String>> {
+    let model_id = eval_model_id(train, &preset.base_model);
+    let dtype = preset.eval.dtype.as_str();
+    if let Some(done) = Answers::read_current(&run.dir, &model_id, prompts, &preset.answers, dtype) {
+        return Ok(done.texts);
+    }
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t0 = Instant::now();
+    let texts = answers::generate(model.get()?, prompts, preset.answers.max_new_tokens)
+        .with_context(|| format!("answering the held-out prompts with {}", run.key()))?;
+    let record = Answers {
+        model: model_id,
+        prompts: prompts.to_vec(),
+        max_new_tokens: preset.answers.max_new_tokens,
+        dtype: dtype.to_string(),
+        texts,
+    };
+    record.write(&run.dir)?;
+    eprintln!("{}: answered {} held-out prompts in {:.0} s", run.key(), prompts.len(), t0.elapsed().as_secs_f64());
+    Ok(record.texts)
+}
+
+/// Seconds each stage of the table's runs took, over every invocation that worked on it.
+fn stage_times(results: &[RowResult]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("time per stage (over every invocation):\n");
+    let mut total = 0.0;
+    for r in results {
+        let train = r.train.as_ref().map_or(0.0, |t| t.seconds);
+        total += train + r.eval_seconds;
+        let key = run_key(&r.row, r.seed);
+        let train = if r.train.is_some() { format!("train {:>6.0} s", train) } else { format!("{:14}", "") };
+        let _ = writeln!(out, "  {key:<24} {train}  eval {:>5.0} s", r.eval_seconds);
+    }
+    let _ = write!(out, "  {:<24} {:.0} s ({:.1} min)", "total", total, total / 60.0);
+    out
 }
 
 /// Docs/s over all the time a row's eval took, not only this invocation's share.

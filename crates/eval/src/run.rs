@@ -3,8 +3,9 @@
 //!
 //! An output directory is locked while a run writes into it, and records what produced its
 //! lines (`identity.json`: model, adapter and tokenizer hashes, few-shot count, backend,
-//! code version …). Earlier lines are reused only under the same identity, and only when
-//! each is the document the task has at that position.
+//! code version …). Earlier lines are reused only under the same identity (the code version
+//! is recorded, not compared), and only when each is the document the task has at that
+//! position.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

@@ -10,8 +10,15 @@ use crate::{OutDirError, Result};
 /// The identity file inside an output directory.
 pub const IDENTITY_FILE: &str = "identity.json";
 
+/// Fields that say what produced the results but never decide whether they are reused.
+/// `code_version`: another build scores the same model the same way (the parity tests pin
+/// the scores, as they pin training), so a new commit does not redo hours of finished work;
+/// the file keeps the version that made the results.
+pub const RECORDED_ONLY: [&str; 1] = ["code_version"];
+
 /// Named fields (model hash, tokenizer hash, few-shot count, backend, code version, …);
-/// two runs may share results only when every field is equal.
+/// two runs may share results only when every field is equal, except the
+/// [`RECORDED_ONLY`] ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity(BTreeMap<String, String>);
 
@@ -51,11 +58,13 @@ impl Identity {
     }
 
     /// The fields where `recorded` (what made the results on disk) and `self` (this run)
-    /// differ, each as `key: was A, now B`; empty when they are the same.
+    /// differ, each as `key: was A, now B`; empty when they are the same (the
+    /// [`RECORDED_ONLY`] fields are not compared).
     pub fn differences(&self, recorded: &Identity) -> Vec<String> {
         let show = |v: Option<&str>| v.map_or("(not recorded)".to_string(), |v| format!("`{v}`"));
         differing_keys(&recorded.0, &self.0)
             .into_iter()
+            .filter(|(k, _, _)| !RECORDED_ONLY.contains(k))
             .map(|(k, old, new)| format!("{k}: was {}, now {}", show(old), show(new)))
             .collect()
     }
@@ -125,6 +134,19 @@ mod tests {
         assert!(msg.ends_with("use --fresh"), "{msg}");
         // A refused claim leaves the recorded identity alone.
         assert_eq!(Identity::read(dir.path()).unwrap(), Some(base()));
+    }
+
+    #[test]
+    fn another_code_version_reuses_the_results_and_keeps_the_recorded_one() {
+        let dir = tempfile::tempdir().unwrap();
+        base().with("code_version", "0.1.0 (commit aaa)").claim(dir.path(), false, "hint").unwrap();
+        let newer = base().with("code_version", "0.1.0 (commit bbb)");
+        newer.claim(dir.path(), true, "hint").unwrap();
+        let recorded = Identity::read(dir.path()).unwrap().unwrap();
+        assert_eq!(recorded.get("code_version"), Some("0.1.0 (commit aaa)"));
+        // Any other field still decides.
+        let msg = newer.with("backend", "tch").claim(dir.path(), true, "hint").unwrap_err().to_string();
+        assert!(msg.contains("backend: was `flex`, now `tch`") && !msg.contains("code_version"), "{msg}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod lock;
 
 pub use atomic::write_atomic;
 pub use checksum::{sha256_file, sha256_files};
-pub use identity::{differing_keys, Identity, IDENTITY_FILE};
+pub use identity::{differing_keys, Identity, IDENTITY_FILE, RECORDED_ONLY};
 pub use lock::{DirLock, LOCK_FILE};
 
 use std::path::PathBuf;

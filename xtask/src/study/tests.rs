@@ -135,6 +135,15 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     assert_eq!(t["same_limit_as_published"], false);
     let md = std::fs::read_to_string(first.run_dir.join("table.md")).unwrap();
     assert!(md.contains("not the published 200"), "{md}");
+    // Every row answers the same held-out prompts (the tiny configs hold out 2 records).
+    let prompts = t["answers"].as_array().unwrap();
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    for p in prompts {
+        let rows: Vec<&str> = p["answers"].as_array().unwrap().iter().map(|a| a["row"].as_str().unwrap()).collect();
+        assert_eq!(rows, ["Baseline", "Pruned-Baseline", "Prompt-Tune", "Full-Finetune", "LoRA", "Finetuned-Pruned", "KD-Pruned"]);
+        assert!(!p["prompt"].as_str().unwrap().is_empty() && !p["reference"].as_str().unwrap().is_empty(), "{p}");
+    }
+    assert!(md.contains("Greedy answers to held-out Dolly prompts") && md.contains("| Dolly's reference |"), "{md}");
     // KD-Pruned's student is the pruned model: its result keeps exactly its zeros.
     let kd = &t["rows"][6]["train"][0]["details"]["sparsity"]["pruned_tensors"];
     assert_eq!(kd.as_f64(), Some(0.5), "{kd}");
@@ -159,6 +168,11 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let edited = run(&preset, &results, &opts);
     assert_eq!(rows_that(&edited, Action::Trained), ["Full-Finetune", "KD-Pruned"]);
     assert_eq!(rows_that(&edited, Action::Evaluated), ["Full-Finetune", "KD-Pruned"]);
+    // Its answers are the retrained model's.
+    let row_file = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(edited.run_dir.join("full-finetune").join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(row_file("answers.json")["model"], row_file("stage-train.json")["hash"]);
 
     // Another eval limit re-evaluates every row and retrains none.
     let fewer = run(&preset, &results, &StudyOptions { limit: Some(Limit::Docs(2)), ..StudyOptions::default() });
