@@ -21,6 +21,7 @@ mod model_loading;
 mod overrides;
 mod preset;
 mod provenance;
+mod slurm;
 mod report;
 mod stats;
 mod study;
@@ -142,6 +143,22 @@ enum Command {
         /// of refusing.
         #[arg(long)]
         fresh: bool,
+        /// Submit the runs that are not finished as Slurm jobs (one per run, after the runs
+        /// it is built on) and a last job that writes the table; see docs/cluster.md.
+        #[arg(long)]
+        slurm: bool,
+        /// Extra sbatch options for every job, e.g. "--partition=cpu --account=lab".
+        #[arg(long, requires = "slurm", allow_hyphen_values = true, value_name = "OPTIONS")]
+        sbatch_args: Option<String>,
+        /// One run's stages (a Slurm job's work), by its key: a row's name, with " seed N".
+        #[arg(long, hide = true, conflicts_with_all = ["slurm", "table_only"])]
+        stage: Option<String>,
+        /// The table from finished stages only (a Slurm submission's last job).
+        #[arg(long, hide = true, conflicts_with = "slurm")]
+        table_only: bool,
+        /// The Slurm submission's token, checked in <study>/slurm/marker.
+        #[arg(long, hide = true)]
+        marker: Option<String>,
     },
     /// Benchmarks: train-step tokens/s per technique, eval docs/s per task, peak RSS (JSON);
     /// with --compare-torch, the same batches and documents in PyTorch and the ratio.
@@ -365,11 +382,42 @@ fn main() -> Result<()> {
             println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
         }
         Command::Train { config, set } => train::run_train(&config, &set, &device, cli.dtype)?,
-        Command::Study { preset, only, seeds, limit, results, fresh, set } => {
-            let path = preset_path(&preset)?;
-            let opts = study::StudyOptions { only, seeds, limit, fresh, stop_after_stages: None, dtype: cli.dtype, sets: set };
-            let outcome = study::run_study(&path, &opts, &device, &cli.backend.to_string(), &results)?;
-            eprintln!("{}", outcome.summary());
+        Command::Study { preset, only, seeds, limit, results, fresh, set, slurm, sbatch_args, stage, table_only, marker } => {
+            let path = std::path::absolute(preset_path(&preset)?)?;
+            let opts = study::StudyOptions {
+                only,
+                seeds,
+                limit,
+                fresh,
+                stop_after_stages: None,
+                dtype: cli.dtype,
+                sets: set,
+                table_only,
+                marker,
+            };
+            let backend = cli.backend.to_string();
+            if slurm {
+                let cmd = slurm::JobCommand {
+                    exe: std::env::current_exe().context("finding this binary")?,
+                    backend: backend.clone(),
+                    preset: path.clone(),
+                    results: std::path::absolute(&results)?,
+                    sbatch_args: sbatch_args.unwrap_or_default().split_whitespace().map(String::from).collect(),
+                };
+                let submission = slurm::submit(&path, &opts, &cmd, &device, &mut slurm::SlurmCli)?;
+                for line in &submission.lines {
+                    println!("{line}");
+                }
+                if submission.table_job.is_none() {
+                    let opts = study::StudyOptions { table_only: true, ..opts };
+                    study::run_study(&path, &opts, &device, &backend, &results)?;
+                }
+            } else if let Some(key) = stage {
+                study::run_stage(&path, &opts, &key, &device, &backend, &results)?;
+            } else {
+                let outcome = study::run_study(&path, &opts, &device, &backend, &results)?;
+                eprintln!("{}", outcome.summary());
+            }
         }
         Command::Bench { out, compare_torch, gemm: true, .. } => bench::run_gemm_bench(&out, compare_torch.as_deref())?,
         Command::Bench { out, steps, docs, only, compare_torch, torch_device, model, batch_size, max_len, pad_to_multiple, gemm: false } => {

@@ -230,6 +230,9 @@ pub struct Preset {
     /// The held-out prompts every row answers in the report.
     #[serde(default)]
     pub answers: crate::answers::AnswersSection,
+    /// What each job asks for under `study --slurm`.
+    #[serde(default)]
+    pub slurm: crate::slurm::SlurmSection,
     pub rows: Vec<RowSpec>,
     #[serde(skip)]
     pub file: PathBuf,

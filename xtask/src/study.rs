@@ -47,6 +47,12 @@ pub struct StudyOptions {
     pub dtype: Option<Precision>,
     /// `--set KEY=VALUE` changes to the preset file (`overrides.n_train=200`, `eval.limit=5`).
     pub sets: Vec<String>,
+    /// Write the table from finished stages only, refusing when one is missing (the last
+    /// job of a Slurm submission: it must never train).
+    pub table_only: bool,
+    /// A Slurm job's check that it sees the submitter's results folder: the token the
+    /// submitter wrote in `<run dir>/slurm/marker`.
+    pub marker: Option<String>,
 }
 
 /// What a stage of one row did in this invocation.
@@ -339,14 +345,9 @@ fn eval_options(preset: &Preset, data_root: &Path, out_dir: PathBuf) -> EvalOpti
     }
 }
 
-/// Runs the study described by `preset_path` into `<results_root>/<name>/` on `device`.
-pub fn run_study(
-    preset_path: &Path,
-    opts: &StudyOptions,
-    device: &Device,
-    backend: &str,
-    results_root: &Path,
-) -> Result<StudyOutcome> {
+/// The preset as this invocation runs it: the file with `--set`, `--limit` and `--dtype`
+/// applied and `auto` settled on `device`. Also returns why that dtype.
+pub(crate) fn settle(preset_path: &Path, opts: &StudyOptions, device: &Device) -> Result<(Preset, Precision, &'static str)> {
     let mut preset = Preset::load_with(preset_path, &opts.sets)?;
     if let Some(limit) = opts.limit {
         preset.eval.limit = limit;
@@ -356,6 +357,43 @@ pub fn run_study(
     }
     let (dtype, why) = preset.overrides.dtype.unwrap_or(DtypeChoice::F32).resolve(device);
     preset.overrides.dtype = Some(dtype.into());
+    Ok((preset, dtype, why))
+}
+
+/// The study's folder for `preset` under `results_root`, absolute so every output path
+/// recorded in a stage is usable from anywhere; with a Slurm marker, checked to be the
+/// folder the submitter wrote.
+pub(crate) fn study_dir(results_root: &Path, preset: &Preset, marker: Option<&str>) -> Result<PathBuf> {
+    let run_dir = std::path::absolute(results_root)?.join(&preset.name);
+    if let Some(token) = marker {
+        crate::slurm::check_marker(&run_dir, token)?;
+    }
+    Ok(run_dir)
+}
+
+/// Before a Slurm submission, what a local run does before any work: the tasks and their
+/// data are checked and the study folder is claimed for this backend and dtype.
+pub(crate) fn prepare_dir(preset: &Preset, run_dir: &Path, backend: &str, dtype: Precision, fresh: bool) -> Result<()> {
+    sweelol_eval::check_request(&eval_options(preset, Path::new(""), PathBuf::new()))?;
+    crate::data_fetch::eval_data_root(&crate::default_data_root(), &preset.eval.tasks, preset.eval.num_fewshot)?;
+    std::fs::create_dir_all(run_dir)?;
+    let _lock = DirLock::acquire(run_dir)?;
+    claim_run_dir(run_dir, backend, dtype, fresh)
+}
+
+/// Runs the study described by `preset_path` into `<results_root>/<name>/` on `device`.
+pub fn run_study(
+    preset_path: &Path,
+    opts: &StudyOptions,
+    device: &Device,
+    backend: &str,
+    results_root: &Path,
+) -> Result<StudyOutcome> {
+    let (preset, dtype, why) = settle(preset_path, opts, device)?;
+    let run_dir = study_dir(results_root, &preset, opts.marker.as_deref())?;
+    if opts.table_only {
+        return write_table_only(&preset, opts, backend, dtype, &run_dir);
+    }
     eprintln!("study {}: training in {dtype} ({why}); evaluating in {}", preset.name, preset.eval.dtype);
     let to_run = rows_to_run(&preset, opts.only.as_deref())?;
     // Tasks and data are found and checked before any training: a typo or a missing file
@@ -365,8 +403,6 @@ pub fn run_study(
         crate::data_fetch::eval_data_root(&crate::default_data_root(), &preset.eval.tasks, preset.eval.num_fewshot)?;
     let docs_per_row: usize = sweelol_eval::load_tasks(&eval_options(&preset, &data_root, PathBuf::new()))?.iter().map(|t| t.docs.len()).sum();
     let prompts = study_prompts(&preset)?;
-    // Absolute, so every output path recorded in a stage is usable from anywhere.
-    let run_dir = std::path::absolute(results_root)?.join(&preset.name);
     let _lock = DirLock::acquire(&run_dir)?;
     claim_run_dir(&run_dir, backend, dtype, opts.fresh)?;
     let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
@@ -431,6 +467,145 @@ pub fn run_study(
     println!("{}", std::fs::read_to_string(run_dir.join("table.md"))?);
     println!("{}", stage_times(&results));
     Ok(StudyOutcome { run_dir, actions, finished: true })
+}
+
+/// What a Slurm submission needs to know of one run of the study.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRun {
+    /// The run's key: its row's name, with `" seed N"` for seeded runs.
+    pub key: String,
+    /// Its folder's name under the study folder (with `/seed-N` for extra seeds).
+    pub dir: PathBuf,
+    /// Its technique as configs name it, or `None` for a row that only evaluates.
+    pub technique: Option<String>,
+    /// Every stage (training, evaluation, answers) finished under the current identity.
+    pub done: bool,
+    /// The keys of the runs it is built on (`start_from`, `teacher`).
+    pub depends_on: Vec<String>,
+}
+
+/// The runs of the study that `opts` asks for (all rows, or `--only` and what it is built
+/// on; each seed), in row order, each with whether it is finished and what it needs first.
+pub fn stage_plan(preset: &Preset, opts: &StudyOptions, run_dir: &Path) -> Result<Vec<PlannedRun>> {
+    let to_run = rows_to_run(preset, opts.only.as_deref())?;
+    let prompts = study_prompts(preset)?;
+    let runs = plan(preset, run_dir, opts.seeds.as_deref())?;
+    let mut trained = Trained::new();
+    let mut planned = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let first_of_row = !runs[..i].iter().any(|r| r.spec.name == run.spec.name);
+        let done = finished_run(preset, run, &trained, &prompts);
+        if let Some(t) = done.as_ref().and_then(|d| d.train.clone()) {
+            trained.insert(run.key(), t);
+        }
+        if !to_run.contains(&run.spec.name) {
+            continue;
+        }
+        let answered = |d: &RowResult| !first_of_row || prompts.is_empty() || d.answers.is_some();
+        let depends_on = run
+            .spec
+            .depends_on()
+            .map(|dep| {
+                let seeded = run_key(dep, run.seed);
+                if runs.iter().any(|r| r.key() == seeded) { seeded } else { dep.to_string() }
+            })
+            .collect();
+        let technique = match &run.spec.config {
+            Some(path) => Some(configured(preset, path)?.technique.name().to_string()),
+            None => None,
+        };
+        planned.push(PlannedRun {
+            key: run.key(),
+            dir: run.dir.strip_prefix(run_dir).unwrap_or(&run.dir).to_path_buf(),
+            technique,
+            done: done.as_ref().is_some_and(answered),
+            depends_on,
+        });
+    }
+    Ok(planned)
+}
+
+/// One run of the study, every stage of it (a Slurm job's work): trains it unless its
+/// training is finished, evaluates it, answers the held-out prompts. The runs it is built
+/// on must have finished. Only the run's own folder is locked, so other rows' jobs run
+/// beside it; the table is left to the submission's last job.
+pub fn run_stage(preset_path: &Path, opts: &StudyOptions, key: &str, device: &Device, backend: &str, results_root: &Path) -> Result<()> {
+    let (preset, dtype, why) = settle(preset_path, opts, device)?;
+    let run_dir = study_dir(results_root, &preset, opts.marker.as_deref())?;
+    // The submitter claimed the folder; a job only checks that it is the same study.
+    study_identity(backend, dtype).check(&run_dir, true, "submit again with the same --backend and --dtype")?;
+    eprintln!("study {} stage {key}: training in {dtype} ({why}); evaluating in {}", preset.name, preset.eval.dtype);
+    let data_root =
+        crate::data_fetch::eval_data_root(&crate::default_data_root(), &preset.eval.tasks, preset.eval.num_fewshot)?;
+    let prompts = study_prompts(&preset)?;
+    let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
+    let Some(pos) = runs.iter().position(|r| r.key() == key) else {
+        let keys: Vec<String> = runs.iter().map(RowRun::key).collect();
+        bail!("no run {key:?} in preset `{}` (runs: {})", preset.name, keys.join(", "));
+    };
+    let run = &runs[pos];
+    std::fs::create_dir_all(&run.dir)?;
+    let _lock = DirLock::acquire(&run.dir)?;
+    // The records of the runs before it, for the ones it is built on.
+    let mut trained = Trained::new();
+    for earlier in &runs[..pos] {
+        if let Some(t) = finished_training(&preset, earlier, &trained) {
+            trained.insert(earlier.key(), t);
+        }
+    }
+    let (train, trained_now) = match run.spec.config {
+        None => (None, false),
+        Some(_) => {
+            let (rec, now) = train_stage(&preset, run, &trained, device)?;
+            (Some(rec), now)
+        }
+    };
+    let mut model = LazyModel::of_run(&preset, train.as_ref(), device);
+    eval_stage(&preset, run, train.clone(), trained_now, &mut model, backend, &data_root)?;
+    if !runs[..pos].iter().any(|r| r.spec.name == run.spec.name) {
+        answers_stage(&preset, run, train.as_ref(), &prompts, &mut model)?;
+    }
+    eprintln!("study {} stage {key}: done", preset.name);
+    Ok(())
+}
+
+/// A run's training record on disk, if it is current (same config and inputs).
+fn finished_training(preset: &Preset, run: &RowRun, trained: &Trained) -> Option<StageRecord> {
+    run.spec.config.as_ref()?;
+    let (_, hash) = row_run_config(preset, run, trained).ok()?;
+    read_stage::<StageRecord>(&run.dir.join(TRAIN_STAGE)).filter(|r| r.hash == hash)
+}
+
+/// The table from finished stages alone: every run the table shows must be finished, else
+/// nothing is written and the error names the missing ones.
+fn write_table_only(preset: &Preset, opts: &StudyOptions, backend: &str, dtype: Precision, run_dir: &Path) -> Result<StudyOutcome> {
+    let _lock = DirLock::acquire(run_dir)?;
+    study_identity(backend, dtype).check(run_dir, true, "use the --backend and --dtype the study was run with")?;
+    let prompts = study_prompts(preset)?;
+    let to_run = rows_to_run(preset, opts.only.as_deref())?;
+    let runs = plan(preset, run_dir, opts.seeds.as_deref())?;
+    let (mut trained, mut results, mut missing) = (Trained::new(), Vec::new(), Vec::new());
+    for run in &runs {
+        match finished_run(preset, run, &trained, &prompts) {
+            Some(done) => {
+                if let Some(t) = &done.train {
+                    trained.insert(run.key(), t.clone());
+                }
+                results.push(done);
+            }
+            // With --only, the other rows are in the table when they are finished.
+            None if to_run.contains(&run.spec.name) => missing.push(run.key()),
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        bail!("{}: not finished: {}; the table is written once every run is (run the study again to finish them)", run_dir.display(), missing.join(", "));
+    }
+    report::write_report(run_dir, preset, backend, &results, &prompts, 0.0)?;
+    println!("study `{}` written to {}", preset.name, run_dir.display());
+    println!("{}", std::fs::read_to_string(run_dir.join("table.md"))?);
+    println!("{}", stage_times(&results));
+    Ok(StudyOutcome { run_dir: run_dir.to_path_buf(), actions: Vec::new(), finished: true })
 }
 
 /// Stage 1 of a training run: train (or prune) unless a record of the same identity
@@ -543,10 +718,7 @@ fn eval_stage(
 fn finished_run(preset: &Preset, run: &RowRun, trained: &Trained, prompts: &[DollyRecord]) -> Option<RowResult> {
     let train = match run.spec.config {
         None => None,
-        Some(_) => {
-            let (_, hash) = row_run_config(preset, run, trained).ok()?;
-            Some(read_stage::<StageRecord>(&run.dir.join(TRAIN_STAGE)).filter(|r| r.hash == hash)?)
-        }
+        Some(_) => Some(finished_training(preset, run, trained)?),
     };
     let stage = read_stage::<EvalStage>(&run.dir.join(EVAL_STAGE))?;
     if stage.model != eval_model_id(train.as_ref(), &preset.base_model) || stage.settings != eval_settings(preset) {
@@ -653,4 +825,4 @@ fn set_eval_rate(summary: &mut EvalSummary, seconds: f64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -36,7 +36,7 @@ progress = false
 
 /// Writes the technique configs and a preset of the study's seven rows into `dir`; returns
 /// the preset's path.
-fn tiny_study(dir: &Path, rows: &str) -> PathBuf {
+pub(crate) fn tiny_study(dir: &Path, rows: &str) -> PathBuf {
     let model = testing::tiny_real_vocab_model(&dir.join("base")).unwrap();
     let configs = [
         ("pruning", "technique = \"pruning\"", "[pruning]\nsparsity = 0.5\n", 1e-3),
@@ -66,7 +66,7 @@ limit = 3
     path
 }
 
-const SEVEN_ROWS: &str = r#"
+pub(crate) const SEVEN_ROWS: &str = r#"
 [[rows]]
 name = "Baseline"
 [[rows]]
@@ -100,12 +100,12 @@ fn rows_that(outcome: &StudyOutcome, action: Action) -> Vec<String> {
     outcome.actions.iter().filter(|(_, a)| *a == action).map(|(r, _)| r.clone()).collect()
 }
 
-fn table(run_dir: &Path) -> serde_json::Value {
+pub(crate) fn table(run_dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run_dir.join("table.json")).unwrap()).unwrap()
 }
 
 /// The numbers of a table.json: per row, each task's acc and p, and Average MMLU.
-fn numbers(table: &serde_json::Value) -> Vec<(String, String)> {
+pub(crate) fn numbers(table: &serde_json::Value) -> Vec<(String, String)> {
     table["rows"]
         .as_array()
         .unwrap()
