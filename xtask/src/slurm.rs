@@ -50,26 +50,20 @@ impl Resources {
         }
     }
 
+    /// The sbatch options; an empty value (`gres = ""`) asks for none.
     fn sbatch_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        if let Some(n) = self.cpus_per_task {
-            args.push(format!("--cpus-per-task={n}"));
-        }
-        if let Some(m) = &self.mem {
-            args.push(format!("--mem={m}"));
-        }
-        if let Some(t) = &self.time {
-            args.push(format!("--time={t}"));
-        }
-        if let Some(g) = &self.gres {
-            args.push(format!("--gres={g}"));
+        let mut args: Vec<String> = self.cpus_per_task.map(|n| format!("--cpus-per-task={n}")).into_iter().collect();
+        for (option, value) in [("mem", &self.mem), ("time", &self.time), ("gres", &self.gres)] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                args.push(format!("--{option}={v}"));
+            }
         }
         args
     }
 }
 
 /// `[slurm]` in a preset: `[slurm.all]` for every job, `[slurm.jobs.<kind>]` per kind of
-/// job, where the kind is a technique as configs name it (`full-finetune`, `lora`,
+/// job (its fields win; `""` unsets one), where the kind is a technique as configs name it (`full-finetune`, `lora`,
 /// `prompt-tuning`, `pruning`, `distill`), `eval` (a row that only evaluates) or `table`
 /// (the last job).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

@@ -158,4 +158,6 @@ fn resources_come_from_the_job_kind_then_all_then_the_built_in_defaults() {
     );
     assert_eq!(s.resources("full-finetune").sbatch_args(), ["--cpus-per-task=2", "--mem=16G", "--time=1:00:00"]);
     assert!(toml::from_str::<SlurmSection>("[jobs.lora]\nmemory = \"3G\"\n").is_err(), "unknown keys are refused");
+    let gpu: SlurmSection = toml::from_str("[all]\ngres = \"gpu:1\"\n[jobs.table]\ngres = \"\"\n").unwrap();
+    assert_eq!(gpu.resources("table").sbatch_args(), ["--cpus-per-task=1", "--mem=2G", "--time=00:30:00"], "\"\" asks for none");
 }
