@@ -21,6 +21,7 @@ mod model_loading;
 mod overrides;
 mod preset;
 mod provenance;
+mod rates;
 mod slurm;
 mod report;
 mod stats;

@@ -24,6 +24,7 @@ use crate::answers::{self, Answers};
 use crate::config::{self, TechniqueRun};
 use crate::model_loading::{load_model, LoadedModel};
 use crate::preset::{DtypeChoice, Limit, Preset, RowResult, RowSpec, StageRecord};
+use crate::rates::{self, Rates};
 use crate::report;
 
 /// What the command line asks of a study.
@@ -196,13 +197,62 @@ fn plan<'a>(preset: &'a Preset, run_dir: &Path, seeds: Option<&[u64]>) -> Result
     Ok(runs)
 }
 
+/// The examples a training run goes through (steps x batch x accumulation) and the key of
+/// its rate on this machine, for a row that trains.
+fn training_work(preset: &Preset, run: &RowRun, backend: &str) -> Result<Option<(usize, String)>> {
+    let Some(path) = &run.spec.config else { return Ok(None) };
+    let cfg = configured(preset, path)?;
+    if !cfg.technique.trains() {
+        return Ok(None);
+    }
+    let (d, t) = (&cfg.run.data, &cfg.run.train);
+    let examples = sweelol_train::trainer::total_steps(t, d.n_train) * t.batch_size * t.grad_accum.max(1);
+    let key = rates::train_key(backend, t.dtype.as_str(), &cfg.technique.name().to_string(), d.max_len);
+    Ok(Some((examples, key)))
+}
+
+/// Seconds the stages of `run` that are not finished will take here, from the rates this
+/// results folder measured; `None` when one of them has no measurement yet.
+fn estimate(preset: &Preset, run: &RowRun, trained: &Trained, rates: &Rates, backend: &str, docs_per_row: usize) -> Result<Option<f64>> {
+    let mut seconds = 0.0;
+    if finished_training(preset, run, trained).is_none() {
+        if let Some((examples, key)) = training_work(preset, run, backend)? {
+            let Some(s) = rates.train_seconds(&key, examples) else { return Ok(None) };
+            seconds += s;
+        }
+    }
+    let evaluated = run.spec.config.is_none() || finished_training(preset, run, trained).is_some();
+    if !(evaluated && finished_run(preset, run, trained, &[]).is_some()) {
+        let key = rates::eval_key(backend, preset.eval.dtype.as_str(), &preset.eval.tasks);
+        let Some(s) = rates.eval_seconds(&key, docs_per_row) else { return Ok(None) };
+        seconds += s;
+    }
+    Ok(Some(seconds))
+}
+
 /// What the study is about to do, row by row: training examples, epochs and steps (from
-/// each row's config with the preset's overrides), documents to score. Stages already done
-/// are reused when the study reaches them.
-fn plan_text(preset: &Preset, runs: &[RowRun], to_run: &BTreeSet<String>, docs_per_row: usize) -> Result<String> {
+/// each row's config with the preset's overrides), documents to score, and how long the
+/// stages still to run will take at this machine's measured rates. Finished stages are
+/// reused when the study reaches them.
+fn plan_text(
+    preset: &Preset,
+    runs: &[RowRun],
+    to_run: &BTreeSet<String>,
+    docs_per_row: usize,
+    rates: &Rates,
+    backend: &str,
+) -> Result<String> {
     use std::fmt::Write;
     let mut out = format!("plan ({} runs; finished stages are reused):\n", runs.len());
-    for run in runs.iter().filter(|r| to_run.contains(&r.spec.name)) {
+    let (mut trained, mut total, mut unknown) = (Trained::new(), 0.0, Vec::new());
+    for run in runs {
+        let est = estimate(preset, run, &trained, rates, backend, docs_per_row)?;
+        if let Some(t) = finished_training(preset, run, &trained) {
+            trained.insert(run.key(), t);
+        }
+        if !to_run.contains(&run.spec.name) {
+            continue;
+        }
         let training = match &run.spec.config {
             None => String::new(),
             Some(path) => {
@@ -219,9 +269,43 @@ fn plan_text(preset: &Preset, runs: &[RowRun], to_run: &BTreeSet<String>, docs_p
                 }
             }
         };
-        writeln!(out, "  {:<24} {training}score {docs_per_row} documents ({})", run.key(), preset.eval.dtype)?;
+        let when = match est {
+            Some(0.0) => " — finished".to_string(),
+            Some(s) => format!(" — est. {}", rates::human(s)),
+            None => String::new(),
+        };
+        writeln!(out, "  {:<24} {training}score {docs_per_row} documents ({}){when}", run.key(), preset.eval.dtype)?;
+        match est {
+            Some(s) => total += s,
+            None => unknown.push(run.key()),
+        }
+    }
+    match unknown.len() {
+        0 => writeln!(out, "estimated time here: {} (rates measured by earlier stages on this machine)", rates::human(total))?,
+        _ => writeln!(
+            out,
+            "estimated time here: {} for the stages with a measured rate; none yet for {} (this machine has not run them; a finished stage records its rate)",
+            rates::human(total),
+            unknown.join(", ")
+        )?,
     }
     Ok(out)
+}
+
+/// Records what the stages of `run` that ran now measured: seconds per training example (a
+/// training run that resumed took only part of the time, so it is left out) and seconds
+/// per scored document.
+fn record_rates(preset: &Preset, run: &RowRun, result: &RowResult, trained_now: bool, evaluated: bool, backend: &str, root: &Path) -> Result<()> {
+    if let (true, Some(rec), Some((examples, key))) = (trained_now, &result.train, training_work(preset, run, backend)?) {
+        if rec.details["resumed_from"].is_null() {
+            Rates::record_train(root, key, rec.seconds, examples);
+        }
+    }
+    if evaluated {
+        let docs: usize = result.eval.tasks.iter().map(|t| t.n).sum();
+        Rates::record_eval(root, rates::eval_key(backend, preset.eval.dtype.as_str(), &preset.eval.tasks), result.eval_seconds, docs);
+    }
+    Ok(())
 }
 
 /// The rows this invocation runs: all, or the one asked for and what it is built on.
@@ -406,7 +490,8 @@ pub fn run_study(
     let _lock = DirLock::acquire(&run_dir)?;
     claim_run_dir(&run_dir, backend, dtype, opts.fresh)?;
     let runs = plan(&preset, &run_dir, opts.seeds.as_deref())?;
-    eprint!("{}", plan_text(&preset, &runs, &to_run, docs_per_row)?);
+    let root = std::path::absolute(results_root)?;
+    eprint!("{}", plan_text(&preset, &runs, &to_run, docs_per_row, &Rates::load(&root), backend)?);
     let started = Instant::now();
     let mut trained = Trained::new();
     let mut results: Vec<RowResult> = Vec::new();
@@ -431,7 +516,12 @@ pub fn run_study(
         if !budget_left(&actions) {
             return Ok(StudyOutcome { run_dir, actions, finished: false });
         }
-        eprintln!("== {} ==", run.key());
+        // One line per run, with how long its unfinished stages take at the rates measured
+        // so far (this invocation's earlier stages included).
+        match estimate(&preset, run, &trained, &Rates::load(&root), backend, docs_per_row)? {
+            Some(s) if s > 0.0 => eprintln!("== {} == (est. {})", run.key(), rates::human(s)),
+            _ => eprintln!("== {} ==", run.key()),
+        }
         let (train, trained_now) = match run.spec.config {
             None => (None, false),
             Some(_) => {
@@ -453,6 +543,7 @@ pub fn run_study(
         let mut model = LazyModel::of_run(&preset, train.as_ref(), device);
         let (mut result, evaluated) = eval_stage(&preset, run, train, trained_now, &mut model, backend, &data_root)?;
         actions.push((run.key(), if evaluated { Action::Evaluated } else { Action::EvalSkipped }));
+        record_rates(&preset, run, &result, trained_now, evaluated, backend, &root)?;
         // Answers from each row's first run only: the report shows one set per row.
         if !results.iter().any(|r| r.row == run.spec.name) {
             result.answers = Some(answers_stage(&preset, run, result.train.as_ref(), &prompts, &mut model)?);
@@ -561,7 +652,8 @@ pub fn run_stage(preset_path: &Path, opts: &StudyOptions, key: &str, device: &De
         }
     };
     let mut model = LazyModel::of_run(&preset, train.as_ref(), device);
-    eval_stage(&preset, run, train.clone(), trained_now, &mut model, backend, &data_root)?;
+    let (result, evaluated) = eval_stage(&preset, run, train.clone(), trained_now, &mut model, backend, &data_root)?;
+    record_rates(&preset, run, &result, trained_now, evaluated, backend, &std::path::absolute(results_root)?)?;
     if !runs[..pos].iter().any(|r| r.spec.name == run.spec.name) {
         answers_stage(&preset, run, train.as_ref(), &prompts, &mut model)?;
     }

@@ -148,6 +148,17 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let kd = &t["rows"][6]["train"][0]["details"]["sparsity"]["pruned_tensors"];
     assert_eq!(kd.as_f64(), Some(0.5), "{kd}");
 
+    // Every stage measured its rate here, so the next plan says how long each stage takes.
+    let rates = crate::rates::Rates::load(&results);
+    assert_eq!((rates.train.len(), rates.eval.len()), (5, 1), "five trained techniques, one task list: {rates:?}");
+    let p = Preset::load_with(&preset, &[]).unwrap();
+    let runs = plan(&p, &first.run_dir, None).unwrap();
+    let text = plan_text(&p, &runs, &rows_to_run(&p, None).unwrap(), 9, &rates, "flex").unwrap();
+    assert_eq!(text.matches("— finished").count(), 7, "{text}");
+    assert!(text.contains("estimated time here: 0 s (rates measured"), "{text}");
+    let elsewhere = plan_text(&p, &plan(&p, &dir.path().join("new"), None).unwrap(), &rows_to_run(&p, None).unwrap(), 9, &rates, "flex").unwrap();
+    assert_eq!(elsewhere.matches("— est. ").count(), 7, "a new folder: every stage to run, each estimated: {elsewhere}");
+
     // Nothing changed: nothing is redone, and no model is loaded.
     let loads = crate::model_loading::LOADS.with(|n| n.get());
     let again = run(&preset, &results, &opts);
