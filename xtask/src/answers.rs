@@ -124,6 +124,7 @@ mod tests {
             context: String::new(),
             response: "Blue.".into(),
             category: "open_qa".into(),
+            earlier: Vec::new(),
         };
         let settings = AnswersSection::default();
         let a = Answers {

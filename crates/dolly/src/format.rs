@@ -5,6 +5,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::DollyError;
 use crate::load::DollyRecord;
+use crate::schema::Role;
 use sweelol_records::py_strip;
 
 pub const START_OF_TURN: &str = "<start_of_turn>";
@@ -26,14 +27,51 @@ pub fn user_text(r: &DollyRecord) -> String {
     }
 }
 
-/// The prompt, i.e. the chat template applied to the user turn with `add_generation_prompt`:
-/// `<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n`.
-/// `<bos>` is not part of the text; the tokenizer's post-processor adds it.
+/// The last user message as the template writes it: a conversation's system text (followed by
+/// a blank line) goes before the first user message, as Gemma 3's chat template puts it.
+fn last_user_message(r: &DollyRecord) -> String {
+    let system = r.earlier.first().filter(|t| t.role == Role::System);
+    let first_user = !r.earlier.iter().any(|t| t.role == Role::User);
+    match system {
+        Some(sys) if first_user => format!("{}\n\n{}", sys.content, user_text(r)),
+        _ => user_text(r),
+    }
+}
+
+/// The text and loss flag of each part of a record, in order: prompt parts (`false`) and
+/// target parts (`true`, every assistant turn: its trimmed text and `<end_of_turn>\n`). A
+/// Dolly or Alpaca record is one prompt and one target.
+fn segments(r: &DollyRecord) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut prompt = String::new();
+    let mut system = r.earlier.first().filter(|t| t.role == Role::System).map(|t| format!("{}\n\n", t.content));
+    for t in &r.earlier {
+        match t.role {
+            Role::System => {}
+            Role::User => {
+                let prefix = system.take().unwrap_or_default();
+                prompt.push_str(&format!("{USER_HEAD}{prefix}{}{END_OF_TURN}\n{START_OF_TURN}model\n", py_strip(&t.content)));
+            }
+            Role::Assistant => {
+                out.push((std::mem::take(&mut prompt), false));
+                out.push((format!("{}{END_OF_TURN}\n", py_strip(&t.content)), true));
+            }
+        }
+    }
+    prompt.push_str(&format!("{USER_HEAD}{}{END_OF_TURN}\n{START_OF_TURN}model\n", last_user_message(r)));
+    out.push((prompt, false));
+    out.push((target_text(r), true));
+    out
+}
+
+/// The prompt, i.e. the chat template applied to every turn before the response with
+/// `add_generation_prompt`: `<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n`
+/// for a single exchange. `<bos>` is not part of the text; the tokenizer's post-processor
+/// adds it.
 pub fn prompt_text(r: &DollyRecord) -> String {
-    format!(
-        "{USER_HEAD}{}{END_OF_TURN}\n{START_OF_TURN}model\n",
-        user_text(r)
-    )
+    let mut parts = segments(r);
+    parts.pop();
+    parts.into_iter().map(|(text, _)| text).collect()
 }
 
 /// The training target: the trimmed response closed the way the template closes a model turn,
@@ -87,7 +125,8 @@ impl Default for TokenizeConfig {
 /// `loss_mask[i]` says whether `input_ids[i]` is a target token, i.e. whether the logits at
 /// position `i - 1` are scored against `input_ids[i]`. `loss_mask[0]` (the `<bos>`) is always false
 /// since nothing predicts it. With `train_on_prompt == false` exactly the target tokens
-/// (`{response}<end_of_turn>\n`) are true; with it, every token after `<bos>` is.
+/// (`{response}<end_of_turn>\n`, and in a conversation every assistant turn's) are true;
+/// with it, every token after `<bos>` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizedExample {
     pub input_ids: Vec<u32>,
@@ -125,6 +164,9 @@ pub fn tokenize(
     tokenizer: &Tokenizer,
     cfg: &TokenizeConfig,
 ) -> Result<TokenizedExample, DollyError> {
+    if r.earlier.iter().any(|t| t.role != Role::System) {
+        return tokenize_conversation(r, tokenizer, cfg);
+    }
     let tok_err = |e: tokenizers::Error| DollyError::Tokenizer(e.to_string());
     let prompt = prompt_text(r);
     let p_enc = tokenizer.encode(prompt.as_str(), true).map_err(tok_err)?;
@@ -151,7 +193,7 @@ pub fn tokenize(
         if prompt_ids.len() > prompt_budget {
             // Tokens lying inside the user message's byte span; the rest is template.
             let start = USER_HEAD.len();
-            let end = start + user_text(r).len();
+            let end = start + last_user_message(r).len();
             let offsets = p_enc.get_offsets();
             let inside: Vec<usize> = (0..prompt_ids.len())
                 .filter(|&i| offsets[i].0 >= start && offsets[i].1 <= end && i > 0)
@@ -186,6 +228,38 @@ pub fn tokenize(
         loss_mask,
         prompt_len,
     })
+}
+
+/// A conversation with earlier exchanges: every assistant turn is a target. When it does not
+/// fit `max_len`, its oldest exchange (user turn and answer) is dropped, again until it fits
+/// or only the last exchange is left, which is then cut as a single exchange is.
+fn tokenize_conversation(r: &DollyRecord, tokenizer: &Tokenizer, cfg: &TokenizeConfig) -> Result<TokenizedExample, DollyError> {
+    let tok_err = |e: tokenizers::Error| DollyError::Tokenizer(e.to_string());
+    let mut input_ids = Vec::new();
+    let mut loss_mask = Vec::new();
+    let mut prompt_len = None;
+    for (i, (text, target)) in segments(r).iter().enumerate() {
+        let ids = tokenizer.encode(text.as_str(), i == 0).map_err(tok_err)?.get_ids().to_vec();
+        if i == 0 && ids.first() != Some(&BOS_ID) {
+            return Err(DollyError::Tokenizer(format!("expected the prompt encoding to start with <bos> (id {BOS_ID}), got {:?}", ids.first())));
+        }
+        if *target && prompt_len.is_none() {
+            prompt_len = Some(input_ids.len());
+        }
+        loss_mask.extend(std::iter::repeat_n(*target || cfg.train_on_prompt, ids.len()));
+        input_ids.extend(ids);
+    }
+    if input_ids.len() > cfg.max_len {
+        let mut shorter = r.clone();
+        let first_user = shorter.earlier.iter().position(|t| t.role == Role::User).expect("a conversation has a user turn");
+        // The user turn and its answer (every earlier user turn has one).
+        shorter.earlier.drain(first_user..first_user + 2);
+        return tokenize(&shorter, tokenizer, cfg);
+    }
+    loss_mask[0] = false;
+    // The first assistant turn starts the targets.
+    let prompt_len = prompt_len.expect("a conversation has a target");
+    Ok(TokenizedExample { input_ids, loss_mask, prompt_len })
 }
 
 /// [`tokenize`] for many records; an error names the record's index in `records`.

@@ -10,6 +10,7 @@ mod batch;
 mod error;
 mod format;
 mod load;
+mod schema;
 mod subset;
 
 pub use batch::{bucketed_batches, Batch, BUCKET_CHUNK_BATCHES, PAD_ID};
@@ -18,6 +19,7 @@ pub use format::{
     load_tokenizer, prompt_text, target_text, tokenize, tokenize_all, user_text, TokenizeConfig,
     TokenizedExample, BOS_ID, END_OF_TURN, END_OF_TURN_ID, START_OF_TURN, START_OF_TURN_ID,
 };
-pub use load::{category_counts, load, DollyRecord, CATEGORIES};
+pub use load::{category_counts, load, load_records, DollyRecord, Loaded, CATEGORIES};
+pub use schema::{DataFormat, Role, Turn};
 pub use subset::{subset, train_eval_split, EvalSize, SubsetSpec};
 pub use sweelol_records::{py_strip, Place};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{DollyError, Place};
-use sweelol_records::py_strip;
+use crate::schema::{record_from_json, DataFormat, Turn};
 
 /// The eight categories of databricks-dolly-15k; anything else means a wrong or corrupted file.
 pub const CATEGORIES: [&str; 8] = [
@@ -24,15 +24,27 @@ pub const CATEGORIES: [&str; 8] = [
     "summarization",
 ];
 
-const FIELDS: [&str; 4] = ["instruction", "context", "response", "category"];
-
-/// One Dolly row. `context` may be empty; the other fields are validated non-empty on load.
+/// One instruction example: a Dolly row, or an Alpaca row or conversation read into the same
+/// shape (`schema.rs`). `context` may be empty, and `category` too outside Dolly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DollyRecord {
     pub instruction: String,
     pub context: String,
     pub response: String,
     pub category: String,
+    /// A conversation's turns before its last exchange (a system turn, then user and
+    /// assistant turns); empty for Dolly and Alpaca rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Turn>,
+}
+
+/// A data file's records and their format.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub records: Vec<DollyRecord>,
+    pub format: DataFormat,
+    /// The format came from the first record, not from the caller.
+    pub detected: bool,
 }
 
 /// Loads Dolly from `.jsonl`, `.jsonl.gz` or `.parquet` (chosen by extension), validating every row.
@@ -42,6 +54,12 @@ pub struct DollyRecord {
 /// nothing), or `category` is not one of [`CATEGORIES`]. Extra fields are ignored. In JSON Lines a
 /// final newline is fine but a blank line in the middle is an error.
 pub fn load(path: &Path) -> Result<Vec<DollyRecord>, DollyError> {
+    load_records(path, Some(DataFormat::Dolly)).map(|l| l.records)
+}
+
+/// Loads a file of any [`DataFormat`] (`None`: told by the first record's fields, or the
+/// parquet columns), with the same checks and the same errors naming file and line.
+pub fn load_records(path: &Path, format: Option<DataFormat>) -> Result<Loaded, DollyError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
@@ -49,11 +67,11 @@ pub fn load(path: &Path) -> Result<Vec<DollyRecord>, DollyError> {
     let open = || File::open(path).map_err(|source| io_err(path, source));
     if name.ends_with(".jsonl.gz") {
         let reader = BufReader::new(flate2::read::MultiGzDecoder::new(open()?));
-        read_jsonl(path, reader)
+        read_jsonl(path, reader, format)
     } else if name.ends_with(".jsonl") {
-        read_jsonl(path, BufReader::new(open()?))
+        read_jsonl(path, BufReader::new(open()?), format)
     } else if name.ends_with(".parquet") {
-        read_parquet(path, open()?)
+        read_parquet(path, open()?, format)
     } else {
         Err(DollyError::file(
             path,
@@ -81,8 +99,10 @@ fn io_err(path: &Path, source: std::io::Error) -> DollyError {
 fn read_jsonl<R: Read>(
     path: &Path,
     mut reader: BufReader<R>,
-) -> Result<Vec<DollyRecord>, DollyError> {
+    format: Option<DataFormat>,
+) -> Result<Loaded, DollyError> {
     let mut records = Vec::new();
+    let mut chosen = format;
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
@@ -108,104 +128,112 @@ fn read_jsonl<R: Read>(
         }
         let value: Value = serde_json::from_str(line)
             .map_err(|e| DollyError::record(path, place, format!("invalid JSON: {e}")))?;
-        let record = record_from_json(&value).map_err(|m| DollyError::record(path, place, m))?;
+        let fmt = match chosen {
+            Some(f) => f,
+            None => {
+                let keys = value.as_object().map(|o| o.keys().map(String::as_str).collect::<Vec<_>>()).unwrap_or_default();
+                *chosen.insert(DataFormat::detect(keys).map_err(|m| DollyError::record(path, place, m))?)
+            }
+        };
+        let record = record_from_json(&value, fmt).map_err(|m| DollyError::record(path, place, m))?;
         records.push(record);
     }
-    Ok(records)
+    let Some(format_used) = chosen else {
+        return Err(DollyError::file(path, "no records"));
+    };
+    Ok(Loaded { records, format: format_used, detected: format.is_none() })
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn record_from_json(value: &Value) -> Result<DollyRecord, String> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| format!("expected a JSON object, found {}", json_kind(value)))?;
-    let mut fields: [String; 4] = Default::default();
-    for (slot, name) in fields.iter_mut().zip(FIELDS) {
-        match obj.get(name) {
-            None => return Err(format!("missing field `{name}`")),
-            Some(Value::String(s)) => *slot = s.clone(),
-            Some(other) => {
-                return Err(format!(
-                    "field `{name}` must be a string, found {}",
-                    json_kind(other)
-                ))
-            }
-        }
-    }
-    let [instruction, context, response, category] = fields;
-    validated(DollyRecord {
-        instruction,
-        context,
-        response,
-        category,
-    })
-}
-
-fn validated(r: DollyRecord) -> Result<DollyRecord, String> {
-    if py_strip(&r.instruction).is_empty() {
-        return Err("field `instruction` is empty".into());
-    }
-    if py_strip(&r.response).is_empty() {
-        return Err("field `response` is empty".into());
-    }
-    if !CATEGORIES.contains(&r.category.as_str()) {
-        return Err(format!(
-            "field `category` has unknown value {:?} (expected one of {})",
-            r.category,
-            CATEGORIES.join(", ")
-        ));
-    }
-    Ok(r)
-}
-
-fn read_parquet(path: &Path, file: File) -> Result<Vec<DollyRecord>, DollyError> {
+fn read_parquet(path: &Path, file: File, format: Option<DataFormat>) -> Result<Loaded, DollyError> {
     let perr = |e: parquet::errors::ParquetError| DollyError::file(path, format!("parquet: {e}"));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(perr)?
-        .build()
-        .map_err(perr)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+    let columns: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let detected = format.is_none();
+    let format = match format {
+        Some(f) => f,
+        None => DataFormat::detect(columns.iter().map(String::as_str)).map_err(|m| DollyError::file(path, m))?,
+    };
+    let (required, optional) = format.fields();
+    let reader = builder.build().map_err(perr)?;
     let mut records = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| DollyError::file(path, format!("parquet: {e}")))?;
-        let cols = FIELDS
+        let messages = match format {
+            DataFormat::Messages => Some(messages_column(path, &batch)?),
+            _ => None,
+        };
+        let strings: Vec<(&str, Option<StringArray>)> = required
             .iter()
-            .map(|name| string_column(path, &batch, name))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter(|n| **n != "messages")
+            .map(|n| Ok((*n, Some(string_column(path, &batch, n)?))))
+            .chain(optional.iter().map(|n| {
+                Ok((*n, batch.column_by_name(n).map(|_| string_column(path, &batch, n)).transpose()?))
+            }))
+            .collect::<Result<_, DollyError>>()?;
         for i in 0..batch.num_rows() {
             let place = Place::Row(records.len());
-            let mut fields: [String; 4] = Default::default();
-            for ((slot, col), name) in fields.iter_mut().zip(&cols).zip(FIELDS) {
-                if col.is_null(i) {
-                    return Err(DollyError::record(
-                        path,
-                        place,
-                        format!("field `{name}` is null"),
-                    ));
+            let mut obj = serde_json::Map::new();
+            for (name, col) in &strings {
+                match col {
+                    Some(c) if c.is_null(i) && required.contains(name) => {
+                        return Err(DollyError::record(path, place, format!("field `{name}` is null")));
+                    }
+                    Some(c) if !c.is_null(i) => {
+                        obj.insert(name.to_string(), Value::String(c.value(i).to_owned()));
+                    }
+                    _ => {}
                 }
-                *slot = col.value(i).to_owned();
             }
-            let [instruction, context, response, category] = fields;
-            let record = validated(DollyRecord {
-                instruction,
-                context,
-                response,
-                category,
-            })
-            .map_err(|m| DollyError::record(path, place, m))?;
+            if let Some(m) = &messages {
+                obj.insert("messages".into(), m(i).map_err(|msg| DollyError::record(path, place, msg))?);
+            }
+            let record = record_from_json(&Value::Object(obj), format).map_err(|m| DollyError::record(path, place, m))?;
             records.push(record);
         }
     }
-    Ok(records)
+    Ok(Loaded { records, format, detected })
+}
+
+/// The `messages` column (a list of `{role, content}` structs) as a function from a row to
+/// its JSON list, so a conversation from parquet is checked as one from JSON Lines.
+fn messages_column(path: &Path, batch: &RecordBatch) -> Result<impl Fn(usize) -> Result<Value, String>, DollyError> {
+    let col = batch.column_by_name("messages").ok_or_else(|| DollyError::file(path, "missing column `messages`"))?;
+    let list = arrow::compute::cast(col, &DataType::LargeList(std::sync::Arc::new(arrow::datatypes::Field::new(
+        "item",
+        match col.data_type() {
+            DataType::List(f) | DataType::LargeList(f) => f.data_type().clone(),
+            other => return Err(DollyError::file(path, format!("column `messages` has type {other}, expected a list of {{role, content}}"))),
+        },
+        true,
+    ))))
+    .map_err(|e| DollyError::file(path, format!("column `messages`: {e}")))?;
+    let list = list.as_any().downcast_ref::<arrow::array::LargeListArray>().cloned().ok_or_else(|| DollyError::file(path, "column `messages`: not a list"))?;
+    let structs = list
+        .values()
+        .as_any()
+        .downcast_ref::<arrow::array::StructArray>()
+        .cloned()
+        .ok_or_else(|| DollyError::file(path, "column `messages`: its items are not {role, content} structs"))?;
+    let field = |name: &str| -> Result<StringArray, DollyError> {
+        let c = structs.column_by_name(name).ok_or_else(|| DollyError::file(path, format!("column `messages`: items have no `{name}`")))?;
+        let c = arrow::compute::cast(c, &DataType::Utf8).map_err(|e| DollyError::file(path, format!("column `messages.{name}`: {e}")))?;
+        c.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| DollyError::file(path, format!("column `messages.{name}`: not strings")))
+    };
+    let (roles, contents) = (field("role")?, field("content")?);
+    Ok(move |row: usize| {
+        if list.is_null(row) {
+            return Err("field `messages` is null".to_string());
+        }
+        let offsets = list.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let turns = (start..end)
+            .map(|j| {
+                let text = |a: &StringArray| if a.is_null(j) { Value::Null } else { Value::String(a.value(j).to_owned()) };
+                serde_json::json!({"role": text(&roles), "content": text(&contents)})
+            })
+            .collect();
+        Ok(Value::Array(turns))
+    })
 }
 
 /// The column `name` as UTF-8 strings; only string-typed columns are accepted (no silent casts).

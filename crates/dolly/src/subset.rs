@@ -80,10 +80,13 @@ fn proportional_quotas(sizes: &BTreeMap<&str, usize>, n: usize) -> BTreeMap<Stri
 /// Errors: an unknown category name in the filter, or `n` larger than the filtered pool.
 pub fn subset(records: &[DollyRecord], spec: &SubsetSpec) -> Result<Vec<DollyRecord>, DollyError> {
     if let Some(cats) = &spec.categories {
-        if let Some(bad) = cats.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
+        // Dolly's eight, or for other data the categories its records name.
+        let known: std::collections::BTreeSet<&str> = CATEGORIES.iter().copied().chain(records.iter().map(|r| r.category.as_str())).collect();
+        if let Some(bad) = cats.iter().find(|c| !known.contains(c.as_str())) {
+            let names: Vec<&str> = known.into_iter().filter(|c| !c.is_empty()).collect();
             return Err(DollyError::Config(format!(
                 "subset: unknown category {bad:?} (expected one of {})",
-                CATEGORIES.join(", ")
+                names.join(", ")
             )));
         }
     }

@@ -55,6 +55,7 @@ fn rec(instruction: &str, context: &str, response: &str, category: &str) -> Doll
         context: context.into(),
         response: response.into(),
         category: category.into(),
+        earlier: Vec::new(),
     }
 }
 
@@ -684,4 +685,92 @@ fn prompt_ids_match_transformers_for_the_chat_fixture() {
         .encode("Question: What is 7 times 8?\nAnswer:", true)
         .unwrap();
     assert_eq!(enc.get_ids(), &plain[..]);
+}
+
+// ---------------------------------------------------------------- other formats
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/examples").join(name)
+}
+
+/// The tokens a record trains on, decoded with special tokens shown.
+fn targets(ex: &TokenizedExample) -> String {
+    let ids: Vec<u32> = ex.input_ids.iter().zip(&ex.loss_mask).filter(|(_, &m)| m).map(|(&id, _)| id).collect();
+    decode(&ids)
+}
+
+#[test]
+fn the_example_files_load_in_every_format_and_container() {
+    for (file, format) in [
+        ("alpaca.jsonl", DataFormat::Alpaca),
+        ("alpaca.parquet", DataFormat::Alpaca),
+        ("messages.jsonl", DataFormat::Messages),
+        ("messages.parquet", DataFormat::Messages),
+    ] {
+        let told = load_records(&example(file), None).unwrap();
+        assert_eq!((told.format, told.detected, told.records.len()), (format, true, 8), "{file}");
+        let given = load_records(&example(file), Some(format)).unwrap();
+        assert!(!given.detected);
+        assert_eq!(given.records, told.records, "{file}");
+    }
+    // JSON Lines and parquet hold the same records.
+    let alpaca = load_records(&example("alpaca.jsonl"), None).unwrap().records;
+    assert_eq!(alpaca, load_records(&example("alpaca.parquet"), None).unwrap().records);
+    assert_eq!((alpaca[0].context.as_str(), alpaca[0].response.as_str()), ("mouse", "mice"));
+    let messages = load_records(&example("messages.jsonl"), None).unwrap().records;
+    assert_eq!(messages, load_records(&example("messages.parquet"), None).unwrap().records);
+    assert_eq!(messages[3].category, "translation");
+    // Dolly's loader still refuses anything but Dolly.
+    let msg = load(&example("alpaca.jsonl")).unwrap_err().to_string();
+    assert!(msg.contains("alpaca.jsonl: line 1: missing field `context`"), "{msg}");
+}
+
+#[test]
+fn alpaca_trains_on_the_output_only() {
+    let r = &load_records(&example("alpaca.jsonl"), None).unwrap().records[0];
+    let ex = tokenize(r, tokenizer(), &TokenizeConfig::default()).unwrap();
+    // "mice" is one token in Gemma 3's vocabulary (id 120121), then <end_of_turn> and "\n".
+    assert_eq!(ex.loss_mask.iter().filter(|&&m| m).count(), 3);
+    assert_eq!(targets(&ex), "mice<end_of_turn>\n");
+    assert_eq!(decode(&ex.input_ids[..ex.prompt_len]), "<bos><start_of_turn>user\nGive the plural of the word.\n\nmouse<end_of_turn>\n<start_of_turn>model\n");
+}
+
+#[test]
+fn a_conversation_trains_on_every_assistant_turn_and_matches_the_chat_template() {
+    let records = load_records(&example("messages.jsonl"), None).unwrap().records;
+    let cfg = TokenizeConfig::default();
+    // transformers' apply_chat_template with Gemma 3's own template gives these texts, 37 and
+    // 43 tokens long (bos included); each answer is one token ("2", "4", "receive",
+    // "separate"), so 2 x 3 tokens train.
+    let cases = [
+        (&records[2], "<bos><start_of_turn>user\nPick a number between 1 and 3.<end_of_turn>\n<start_of_turn>model\n2<end_of_turn>\n<start_of_turn>user\nNow double it.<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>\n", 37, "2<end_of_turn>\n4<end_of_turn>\n"),
+        (&records[4], "<bos><start_of_turn>user\nYou are a careful proofreader.\n\nFix the spelling: 'recieve'.<end_of_turn>\n<start_of_turn>model\nreceive<end_of_turn>\n<start_of_turn>user\nAnd 'seperate'?<end_of_turn>\n<start_of_turn>model\nseparate<end_of_turn>\n", 43, "receive<end_of_turn>\nseparate<end_of_turn>\n"),
+    ];
+    for (r, text, len, trained) in cases {
+        let ex = tokenize(r, tokenizer(), &cfg).unwrap();
+        assert_eq!(decode(&ex.input_ids), text);
+        assert_eq!(ex.input_ids.len(), len);
+        assert_eq!(ex.loss_mask.iter().filter(|&&m| m).count(), 6);
+        assert_eq!(targets(&ex), trained);
+    }
+    // A system turn before a single exchange goes before the user message, as the template puts it.
+    let ex = tokenize(&records[1], tokenizer(), &cfg).unwrap();
+    assert!(decode(&ex.input_ids).starts_with("<bos><start_of_turn>user\nAnswer in one short sentence.\n\nWhy is the sky blue?<end_of_turn>\n"));
+    assert_eq!(targets(&ex), "Air scatters blue sunlight more than red.<end_of_turn>\n");
+    // Too long: the oldest exchange goes first, the last one is kept whole.
+    let short = TokenizeConfig { max_len: 30, ..cfg };
+    let ex = tokenize(&records[4], tokenizer(), &short).unwrap();
+    assert!(ex.len() <= 30);
+    assert_eq!(targets(&ex), "separate<end_of_turn>\n");
+    assert!(decode(&ex.input_ids).contains("You are a careful proofreader.\n\nAnd 'seperate'?"), "{}", decode(&ex.input_ids));
+}
+
+#[test]
+fn a_bad_record_of_another_format_is_named_by_file_and_line() {
+    let path = write_temp("formats", "chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n");
+    let msg = load_records(&path, None).unwrap_err().to_string();
+    assert!(msg.contains("chat.jsonl: line 2: `messages` must end with an assistant turn"), "{msg}");
+    let path = write_temp("formats", "odd.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n");
+    let msg = load_records(&path, None).unwrap_err().to_string();
+    assert!(msg.contains("odd.jsonl: line 1: cannot tell the format") && msg.contains("completion, prompt"), "{msg}");
 }

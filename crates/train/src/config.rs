@@ -54,9 +54,13 @@ pub struct DataSection {
     /// Also train on prompt tokens (default: loss on the response only).
     #[serde(default)]
     pub train_on_prompt: bool,
-    /// Keep only these Dolly categories; default all eight.
+    /// Keep only these categories; default all.
     #[serde(default)]
     pub categories: Option<Vec<String>>,
+    /// The file's shape: `dolly`, `alpaca` or `messages`; told from the first record when
+    /// not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<sweelol_dolly::DataFormat>,
 }
 
 impl DataSection {
@@ -73,6 +77,7 @@ impl DataSection {
             stratify: false,
             train_on_prompt: false,
             categories: None,
+            format: None,
         }
     }
 }

@@ -22,7 +22,17 @@ pub fn load_dolly(cfg: &DataSection, tokenizer: &Tokenizer) -> Result<Dataset> {
 /// The training and held-out records a config asks for, drawn without a tokenizer, so that
 /// asking for more than the file has fails before a model loads, naming the keys.
 pub fn select_dolly(cfg: &DataSection) -> Result<Split> {
-    let records = sweelol_dolly::load(&cfg.path)?;
+    let loaded = sweelol_dolly::load_records(&cfg.path, cfg.format)?;
+    let records = loaded.records;
+    if loaded.format != sweelol_dolly::DataFormat::Dolly || loaded.detected {
+        let how = if loaded.detected { "told by its first record" } else { "as configured" };
+        eprintln!("data: {}: {} records, format {} ({how})", cfg.path.display(), records.len(), loaded.format);
+    }
+    // Stratifying needs every record's category; outside Dolly a category is optional.
+    let stratify = cfg.stratify && records.iter().all(|r| !r.category.is_empty());
+    if cfg.stratify && !stratify {
+        eprintln!("data: {}: some records have no category, so stratification is off", cfg.path.display());
+    }
     let wanted = cfg.n_train + cfg.n_eval;
     let matching = records
         .iter()
@@ -40,7 +50,7 @@ pub fn select_dolly(cfg: &DataSection) -> Result<Split> {
     let spec = SubsetSpec {
         seed: cfg.seed,
         n: Some(wanted),
-        stratify: cfg.stratify,
+        stratify,
         categories: cfg.categories.clone(),
     };
     let chosen = sweelol_dolly::subset(&records, &spec)?;
