@@ -56,7 +56,7 @@ pub(crate) fn dolly_path(configured: &Path) -> Result<PathBuf> {
 fn dolly_path_in(configured: &Path, data_root: &Path) -> Result<PathBuf> {
     let Some(name) = sweelol_train::config::dataset_name(configured) else {
         if configured.is_file() {
-            eprintln!("data: dolly from {}", configured.display());
+            eprintln!("data: training data from {}", configured.display());
             return Ok(configured.to_path_buf());
         }
         bail!(

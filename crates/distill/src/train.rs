@@ -226,7 +226,7 @@ pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<
         (teacher, None)
     };
     let model = KdModel { student, masks, teacher, teacher_table, cfg: distill.clone() };
-    run_technique(cfg, &id, model, &prepared.data, &dir, |m, dir| export_student(m, &tokenizer, dir))
+    run_technique(cfg, &id, model, &prepared.data, &prepared.lock, &dir, |m, dir| export_student(m, &tokenizer, dir))
 }
 
 fn export_student(m: &KdModel, tokenizer: &sweelol_gemma::GemmaTokenizer, dir: &Path) -> Result<(), TrainError> {

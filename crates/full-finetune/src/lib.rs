@@ -56,7 +56,7 @@ pub fn run(cfg: &RunConfig, settings: &FullFinetuneConfig, device: &Device) -> R
     let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;
     let id = RunIdentity::new(cfg, TECHNIQUE, settings);
-    run_technique(cfg, &id, prepared.model, &prepared.data, &dir, |m, dir| export(m, &tokenizer, dir))
+    run_technique(cfg, &id, prepared.model, &prepared.data, &prepared.lock, &dir, |m, dir| export(m, &tokenizer, dir))
 }
 
 /// Writes `model` and `tokenizer` as a transformers directory.

@@ -47,6 +47,7 @@ fn every_weight_trains_and_the_export_reloads_exactly() {
         config_keys: Default::default(),
         stop_after: None,
         batch_log: None,
+        lock_held: false,
     };
     let out = train(model, &Dataset { train: examples(), eval: vec![] }, &opts).unwrap();
     let after = params::to_host(&out.model, |_| true);

@@ -36,7 +36,7 @@ pub fn run(cfg: &RunConfig, lora: &LoraConfig, device: &Device) -> Result<RunRep
     let dir = artifact_dir(cfg, "adapter");
     let base = sweelol_train::run::peft_base_model(cfg);
     let id = RunIdentity::new(cfg, TECHNIQUE, lora);
-    run_technique(cfg, &id, LoraModel { model }, &prepared.data, &dir, |m, dir| {
+    run_technique(cfg, &id, LoraModel { model }, &prepared.data, &prepared.lock, &dir, |m, dir| {
         save_peft(&m.model, lora, dir, &base).map_err(|e| TrainError::format(dir, e.to_string()))
     })
 }

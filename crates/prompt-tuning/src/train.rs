@@ -35,7 +35,7 @@ pub fn run(cfg: &RunConfig, pt: &PromptTuningConfig, device: &Device) -> Result<
     let dir = artifact_dir(cfg, "adapter");
     let base = sweelol_train::run::peft_base_model(cfg);
     let id = RunIdentity::new(cfg, TECHNIQUE, pt);
-    run_technique(cfg, &id, model, &prepared.data, &dir, |m, dir| {
+    run_technique(cfg, &id, model, &prepared.data, &prepared.lock, &dir, |m, dir| {
         m.save_peft(pt, dir, &base).map_err(|e| TrainError::format(dir, e.to_string()))
     })
 }

@@ -51,7 +51,7 @@ pub fn run(cfg: &RunConfig, pruning: &PruningConfig, device: &Device) -> Result<
         return Ok(RunReport { seconds: start.elapsed().as_secs_f64(), ..report });
     }
     let id = RunIdentity::new(cfg, TECHNIQUE, pruning);
-    run_technique(cfg, &id, PrunedModel { model, masks }, &prepared.data, &dir, |m, dir| {
+    run_technique(cfg, &id, PrunedModel { model, masks }, &prepared.data, &prepared.lock, &dir, |m, dir| {
         export_sparse(&m.model, &m.masks, &tokenizer, dir).map(|_| ())
     })
 }

@@ -25,7 +25,7 @@ pub fn select_dolly(cfg: &DataSection) -> Result<Split> {
     let loaded = sweelol_dolly::load_records(&cfg.path, cfg.format)?;
     let records = loaded.records;
     if loaded.format != sweelol_dolly::DataFormat::Dolly || loaded.detected {
-        let how = if loaded.detected { "told by its first record" } else { "as configured" };
+        let how = if loaded.detected { "told by its fields" } else { "as configured" };
         eprintln!("data: {}: {} records, format {} ({how})", cfg.path.display(), records.len(), loaded.format);
     }
     // Stratifying needs every record's category; outside Dolly a category is optional.

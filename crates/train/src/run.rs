@@ -19,11 +19,13 @@ use crate::params;
 use crate::trainer::{evaluate, train, TrainOptions};
 
 /// The inputs of a run: the base model on the autodiff device, the tokenizer the data was
-/// tokenized with (ship it with the result), and the data.
+/// tokenized with (ship it with the result), the data, and the run directory's lock.
 pub struct Prepared {
     pub model: Gemma3,
     pub tokenizer: GemmaTokenizer,
     pub data: Dataset,
+    /// `[output] dir`, locked before anything loads: a second run into it stops at once.
+    pub lock: sweelol_outdir::DirLock,
 }
 
 /// `device` with automatic differentiation (unchanged if it already has it).
@@ -40,6 +42,7 @@ pub fn autodiff_device(device: &Device) -> Device {
 pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
     cfg.train.dtype.check_supported(device)?;
     check_warmup(&cfg.train, cfg.data.n_train)?;
+    let lock = sweelol_outdir::DirLock::acquire(&cfg.output.dir)?;
     // Records first: a request the file cannot meet fails before the model loads.
     let split = select_dolly(&cfg.data)?;
     let pre = load_pretrained(&cfg.model.source, &autodiff_device(device))?;
@@ -48,7 +51,7 @@ pub fn prepare(cfg: &RunConfig, device: &Device) -> Result<Prepared> {
         None => pre.tokenizer,
     };
     let data = tokenize_split(&split, &cfg.data, tokenizer.inner())?;
-    Ok(Prepared { model: pre.model.with_precision(cfg.train.dtype), tokenizer, data })
+    Ok(Prepared { model: pre.model.with_precision(cfg.train.dtype), tokenizer, data, lock })
 }
 
 /// Refuses a warm-up longer than the run (`n_train` examples, before any are dropped): the
@@ -152,11 +155,14 @@ impl RunReport {
 
 /// Evaluates `model` on the held-out data, trains it as `cfg` says (resuming if a checkpoint
 /// of the same identity exists), then calls `save(&trained, dir)` to write the result.
+/// `lock` is the run directory's, taken by [`prepare`] before anything loaded.
+#[allow(clippy::too_many_arguments)]
 pub fn run_technique<M, F>(
     cfg: &RunConfig,
     id: &RunIdentity,
     model: M,
     data: &Dataset,
+    lock: &sweelol_outdir::DirLock,
     dir: &Path,
     save: F,
 ) -> Result<RunReport>
@@ -164,6 +170,13 @@ where
     M: TrainableModel,
     F: FnOnce(&M, &Path) -> Result<()>,
 {
+    if lock.dir() != cfg.output.dir {
+        return Err(TrainError::Settings(format!(
+            "the lock held is {}'s, not the run directory {}",
+            lock.dir().display(),
+            cfg.output.dir.display()
+        )));
+    }
     let start = Instant::now();
     let infos = params::param_infos(&model);
     let total_params = infos.iter().map(|p| p.numel()).sum();
@@ -173,7 +186,9 @@ where
     } else {
         Some(evaluate(&model, &data.eval, cfg.train.batch_size, cfg.train.loss_chunk_rows)?.0)
     };
-    let outcome = train(model, data, &TrainOptions::from_config(cfg, &id.hash).with_keys(id.keys.clone()));
+    let mut opts = TrainOptions::from_config(cfg, &id.hash).with_keys(id.keys.clone());
+    opts.lock_held = true;
+    let outcome = train(model, data, &opts);
     // The run's frozen table and weights, packed for bf16, go with the run.
     sweelol_gemma::gemm_bf16::forget_packed();
     let outcome = outcome?;
@@ -201,6 +216,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_into_a_locked_directory_stops_before_anything_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let held = sweelol_outdir::DirLock::acquire(&out).unwrap();
+        // Neither the model nor the data exists: had anything loaded first, its error
+        // would come instead of the lock's.
+        let cfg = crate::RunConfig {
+            model: crate::ModelSection { source: dir.path().join("no-model").display().to_string(), tokenizer: None },
+            data: crate::DataSection::new(dir.path().join("no-data.jsonl"), 8, 64),
+            train: TrainSection { max_steps: Some(2), ..TrainSection::new(1e-3, 4) },
+            output: crate::OutputSection::new(&out),
+            file: Default::default(),
+        };
+        let msg = prepare(&cfg, &burn::tensor::Device::flex()).err().expect("refused").to_string();
+        assert!(msg.contains("locked") || msg.contains("pid"), "{msg}");
+        assert!(!msg.contains("no-model") && !msg.contains("no-data"), "{msg}");
+        drop(held);
+        let msg = prepare(&cfg, &burn::tensor::Device::flex()).err().expect("no data").to_string();
+        assert!(msg.contains("no-data.jsonl"), "with the lock free, the missing data is what stops it: {msg}");
+    }
 
     #[test]
     fn a_warmup_longer_than_the_run_is_refused_naming_both() {

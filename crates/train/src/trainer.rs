@@ -41,6 +41,9 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// Append every micro-batch trained on to this JSON Lines file (see [`BatchLog`]).
     pub batch_log: Option<PathBuf>,
+    /// The caller holds `output_dir`'s lock (taken by [`crate::run::prepare`] before the
+    /// model loads); otherwise the run takes it.
+    pub lock_held: bool,
 }
 
 impl TrainOptions {
@@ -62,6 +65,7 @@ impl TrainOptions {
             config_keys: BTreeMap::new(),
             stop_after: None,
             batch_log: cfg.output.batch_log.clone(),
+            lock_held: false,
         }
     }
 }
@@ -220,7 +224,7 @@ struct Run<'a> {
     last_eval_step: Option<usize>,
     interrupted: bool,
     /// One run per output directory (released when the run ends).
-    _lock: sweelol_outdir::DirLock,
+    _lock: Option<sweelol_outdir::DirLock>,
     /// Micro-batch shapes seen, and the seconds before the first step that saw none new.
     shape_log: ShapeLog,
     warmup_s: Option<f64>,
@@ -239,7 +243,7 @@ impl<'a> Run<'a> {
             min_lr_ratio: t.min_lr_ratio,
         };
         std::fs::create_dir_all(&opts.output_dir).map_err(|e| TrainError::io(&opts.output_dir, e))?;
-        let lock = sweelol_outdir::DirLock::acquire(&opts.output_dir)?;
+        let lock = if opts.lock_held { None } else { Some(sweelol_outdir::DirLock::acquire(&opts.output_dir)?) };
         Ok(Run {
             opt,
             data,

@@ -78,5 +78,6 @@ pub fn options(train: TrainSection, dir: &Path) -> TrainOptions {
         config_keys: Default::default(),
         stop_after: None,
         batch_log: None,
+        lock_held: false,
     }
 }
