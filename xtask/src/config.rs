@@ -238,8 +238,8 @@ lora_alpha = 16.0
 
     #[test]
     fn shared_section_errors_name_file_and_key() {
-        let e = err(&LORA.replace("lr = 1e-4", "lr = 1e-4\nlearning_rate = 3"));
-        assert!(e.contains("run.toml") && e.contains("learning_rate"), "{e}");
+        let e = err(&LORA.replace("lr = 1e-4", "lr = 1e-4\nlearnig_rate = 3"));
+        assert!(e.contains("run.toml") && e.contains("learnig_rate"), "{e}");
         let e = err(&LORA.replace("[output]", "[outputs]"));
         assert!(e.contains("outputs"), "{e}");
         let e = err(&LORA.replace("batch_size = 2", "batch_size = 0"));
@@ -281,6 +281,25 @@ lora_alpha = 16.0
         assert_ne!(load(&lora).unwrap().run.train.lr, 1e-4, "the file itself says otherwise");
         let msg = format!("{:#}", load_with(&lora, &["train.lrr=1".into()]).unwrap_err());
         assert!(msg.contains("lrr") && msg.contains("--set train.lrr=1"), "{msg}");
+    }
+
+    #[test]
+    fn hugging_face_names_are_the_same_settings() {
+        let lora = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lora.toml");
+        let ours = load(&lora).unwrap();
+        let mut text = std::fs::read_to_string(&lora).unwrap();
+        for (_, theirs, name) in sweelol_train::config::KEY_ALIASES {
+            let line = format!("\n{name} = ");
+            assert!(text.contains(&line), "configs/lora.toml sets {name}");
+            text = text.replace(&line, &format!("\n{theirs} = "));
+        }
+        let renamed = parse(&text, &lora).unwrap();
+        assert_eq!(renamed.hash(), ours.hash(), "the same run under either name");
+        assert_eq!(renamed.run.train, ours.run.train);
+        // Both names of one setting in a file: refused, naming it.
+        let both = text.replace("\nlearning_rate = ", "\nlr = 1e-3\nlearning_rate = ");
+        let msg = format!("{:#}", parse(&both, &lora).unwrap_err());
+        assert!(msg.contains("duplicate field `lr`"), "{msg}");
     }
 
     #[test]

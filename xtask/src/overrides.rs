@@ -4,6 +4,7 @@
 //! the changed values are part of the run's identity like any other setting.
 
 use anyhow::{bail, Context, Result};
+use sweelol_train::config::KEY_ALIASES;
 use toml::{Table, Value};
 
 /// `text` (a config file's TOML) with each `KEY=VALUE` of `sets` applied in order. `KEY` is a
@@ -22,6 +23,15 @@ pub fn apply(text: &str, sets: &[String]) -> Result<String> {
             bail!("--set {set}: `{key}` is not a dotted key such as train.lr");
         }
         let (last, tables) = path.split_last().expect("split yields at least one part");
+        // Another name of a setting (`train.learning_rate`) sets ours (`train.lr`), and
+        // replaces whichever of the two the file used.
+        let section = tables.last().copied().unwrap_or_default();
+        let names: Vec<&str> = KEY_ALIASES
+            .iter()
+            .filter(|(sec, alias, ours)| *sec == section && (alias == last || ours == last))
+            .flat_map(|(_, alias, ours)| [*alias, *ours])
+            .collect();
+        let last = names.last().copied().unwrap_or(last);
         let mut at = &mut table;
         for (i, part) in tables.iter().enumerate() {
             let entry = at.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
@@ -29,6 +39,9 @@ pub fn apply(text: &str, sets: &[String]) -> Result<String> {
                 Value::Table(t) => t,
                 _ => bail!("--set {set}: `{}` is a value, not a table", path[..=i].join(".")),
             };
+        }
+        for name in &names {
+            at.remove(*name);
         }
         at.insert(last.to_string(), parse_value(value.trim()));
     }
@@ -58,6 +71,18 @@ mod tests {
         assert_eq!(out["model"]["source"].as_str(), Some("google/gemma-3-270m"));
         assert_eq!(out["data"]["stratify"].as_bool(), Some(false));
         assert_eq!(out["technique"].as_str(), Some("lora"));
+    }
+
+    #[test]
+    fn another_name_of_a_setting_sets_ours_and_replaces_the_files() {
+        let text = "[train]\nlearning_rate = 2e-4\n[data]\nmax_len = 256\n";
+        let sets = ["train.lr=1e-4", "data.max_seq_len=128", "train.gradient_accumulation_steps=4"];
+        let out: Table = apply(text, &sets.map(String::from)).unwrap().parse().unwrap();
+        assert_eq!(out["train"]["lr"].as_float(), Some(1e-4));
+        assert!(out["train"].get("learning_rate").is_none());
+        assert_eq!(out["data"]["max_len"].as_integer(), Some(128));
+        assert!(out["data"].get("max_seq_len").is_none());
+        assert_eq!(out["train"]["grad_accum"].as_integer(), Some(4));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub struct DataSection {
     #[serde(default)]
     pub seed: u64,
     /// Longest tokenized example (prompt + response); longer ones are truncated.
+    #[serde(alias = "max_seq_len")]
     pub max_len: usize,
     /// Response tokens kept when truncating (the prompt's context is cut first).
     #[serde(default = "default_min_response_tokens")]
@@ -86,11 +87,28 @@ fn default_min_response_tokens() -> usize {
     32
 }
 
+/// Other names a setting is known by (Hugging Face `TrainingArguments`, axolotl, torchtune):
+/// `(section, their name, ours)`. A file may use either; `--set` with one replaces the other.
+pub const KEY_ALIASES: [(&str, &str, &str); 11] = [
+    ("data", "max_seq_len", "max_len"),
+    ("train", "learning_rate", "lr"),
+    ("train", "adam_epsilon", "eps"),
+    ("train", "lr_scheduler_type", "schedule"),
+    ("train", "num_train_epochs", "epochs"),
+    ("train", "per_device_train_batch_size", "batch_size"),
+    ("train", "gradient_accumulation_steps", "grad_accum"),
+    ("train", "max_grad_norm", "clip_norm"),
+    ("train", "eval_steps", "eval_every"),
+    ("train", "save_steps", "checkpoint_every"),
+    ("train", "save_total_limit", "keep_checkpoints"),
+];
+
 /// `[train]`: optimizer, schedule, batching and bookkeeping.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
     /// Peak learning rate.
+    #[serde(alias = "learning_rate")]
     pub lr: f64,
     /// Decoupled (AdamW) weight decay, applied to matrices only.
     #[serde(default)]
@@ -99,42 +117,43 @@ pub struct TrainSection {
     #[serde(default = "default_betas")]
     pub betas: [f64; 2],
     /// Adam's epsilon, added to sqrt(v_hat) as in PyTorch.
-    #[serde(default = "default_eps")]
+    #[serde(alias = "adam_epsilon", default = "default_eps")]
     pub eps: f64,
     /// Optimizer steps of linear warmup from lr/warmup_steps to lr.
     #[serde(default)]
     pub warmup_steps: usize,
     /// Decay after warmup: `constant`, `linear` or `cosine`.
-    #[serde(default)]
+    #[serde(alias = "lr_scheduler_type", default)]
     pub schedule: ScheduleKind,
     /// The schedule decays to `lr * min_lr_ratio`.
     #[serde(default)]
     pub min_lr_ratio: f64,
     /// Passes over the training set; ignored when `max_steps` is set.
-    #[serde(default = "one")]
+    #[serde(alias = "num_train_epochs", default = "one")]
     pub epochs: usize,
     /// Optimizer steps to run; overrides `epochs` (the data wraps to further epochs).
     #[serde(default)]
     pub max_steps: Option<usize>,
     /// Examples per micro-batch.
+    #[serde(alias = "per_device_train_batch_size")]
     pub batch_size: usize,
     /// Micro-batches per optimizer step; the loss is averaged over all their target tokens.
-    #[serde(default = "one")]
+    #[serde(alias = "gradient_accumulation_steps", default = "one")]
     pub grad_accum: usize,
     /// Global gradient-norm clipping threshold; 0 disables clipping (the norm is still logged).
-    #[serde(default = "default_clip")]
+    #[serde(alias = "max_grad_norm", default = "default_clip")]
     pub clip_norm: f64,
     /// Seed of the data order (per epoch) and of the device RNG (per step).
     #[serde(default)]
     pub seed: u64,
     /// Held-out loss every this many steps (and always at the end); 0 = only at the end.
-    #[serde(default)]
+    #[serde(alias = "eval_steps", default)]
     pub eval_every: usize,
     /// Checkpoint every this many steps (and always at the end); 0 = only at the end.
-    #[serde(default)]
+    #[serde(alias = "save_steps", default)]
     pub checkpoint_every: usize,
     /// Checkpoints kept on disk (oldest deleted first); at least 1.
-    #[serde(default = "default_keep")]
+    #[serde(alias = "save_total_limit", default = "default_keep")]
     pub keep_checkpoints: usize,
     /// Rows of the LM head evaluated at once by the chunked loss. Each chunk's matrix
     /// products read (and the CPU's GEMM repacks) the whole `[262144, 640]` table, so fewer,
