@@ -17,6 +17,7 @@ mod check;
 mod config;
 mod data_fetch;
 mod findings;
+mod model_card;
 mod model_loading;
 mod overrides;
 mod preset;

@@ -39,7 +39,8 @@ pub fn model_identity(source: &str, adapter: Option<&Path>, backend: &str, dtype
     };
     let adapter_sha = match adapter {
         Some(dir) => {
-            let files = files_in(dir, |_| true)?;
+            // The model card is written after scoring; it says what the scores are.
+            let files = files_in(dir, |n| n != crate::model_card::MODEL_CARD)?;
             let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
             sha256_files(&refs)?
         }

@@ -56,7 +56,7 @@ impl Published {
 }
 
 /// Short column names for the table.
-fn column(task: &str) -> String {
+pub(crate) fn column(task: &str) -> String {
     match task {
         "hellaswag" => "HellaSwag".into(),
         "mmlu_formal_logic" => "Formal Logic".into(),
@@ -491,6 +491,7 @@ pub fn write_report(
         None => Published::default(),
     };
     let report = Report::compute(preset, &published, results, prompts)?;
+    crate::model_card::write_cards(&report, results)?;
     std::fs::write(run_dir.join("table.md"), report.markdown()?)?;
     std::fs::write(run_dir.join("table.csv"), report.csv()?)?;
     std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&report)?)?;

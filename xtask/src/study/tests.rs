@@ -144,6 +144,14 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
         assert!(!p["prompt"].as_str().unwrap().is_empty() && !p["reference"].as_str().unwrap().is_empty(), "{p}");
     }
     assert!(md.contains("Greedy answers to held-out Dolly prompts") && md.contains("| Dolly's reference |"), "{md}");
+    // Each trained row's folder carries a model card with the hub's front matter.
+    let card = |p: &str| std::fs::read_to_string(first.run_dir.join(p).join("README.md")).unwrap();
+    let lora = card("lora/adapter");
+    assert!(lora.starts_with("---\nlicense: gemma\nbase_model: google/gemma-3-270m\n") && lora.contains("library_name: peft"), "{lora}");
+    assert!(lora.contains("AutoPeftModelForCausalLM") && lora.contains("| Average MMLU |"), "{lora}");
+    let ft = card("full-finetune/model");
+    assert!(ft.contains("library_name: transformers") && ft.contains("pipeline(\"text-generation\""), "{ft}");
+    assert!(ft.contains("held-out Dolly loss: "), "{ft}");
     // KD-Pruned's student is the pruned model: its result keeps exactly its zeros.
     let kd = &t["rows"][6]["train"][0]["details"]["sparsity"]["pruned_tensors"];
     assert_eq!(kd.as_f64(), Some(0.5), "{kd}");
