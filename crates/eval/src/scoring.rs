@@ -96,6 +96,29 @@ pub fn encode_pair(tok: &GemmaTokenizer, context: &str, continuation: &str) -> R
     Ok((ctx, cont))
 }
 
+/// A request cut to fit `max_length` as lm-eval cuts it: of `context + continuation`, the
+/// last `max_length + 1` tokens are kept (the context loses its start, `<bos>` first), and
+/// the input is all of them but the last. A continuation that alone does not fit is refused.
+pub fn truncate_left(ctx: Vec<u32>, cont: Vec<u32>, max_length: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+    let total = ctx.len() + cont.len();
+    if total <= max_length + 1 {
+        return Ok((ctx, cont));
+    }
+    if cont.len() > max_length {
+        return Err(sweelol_gemma::GemmaError::Other(format!(
+            "a continuation of {} tokens does not fit the model's context of {max_length} tokens",
+            cont.len()
+        )));
+    }
+    let cut = total - (max_length + 1);
+    Ok((ctx[cut..].to_vec(), cont))
+}
+
+/// Whether every pair has the first pair's context (so it runs once, through the cache).
+fn shared_context(pairs: &[(Vec<u32>, Vec<u32>)]) -> bool {
+    pairs.iter().all(|(ctx, _)| *ctx == pairs[0].0)
+}
+
 /// Index of the first maximum, as numpy's argmax.
 pub fn argmax(xs: &[f64]) -> usize {
     let mut best = 0;
@@ -120,11 +143,23 @@ pub struct Scorer<'a> {
     pub shapes: ShapeBuckets,
     /// The `[rows, seq_len]` shapes of every forward so far.
     pub shape_log: ShapeLog,
+    /// The longest input a request may have (lm-eval's `max_length`: the model's
+    /// `max_position_embeddings`). Longer requests lose the start of their context, as
+    /// lm-eval cuts them: the last `max_length + 1` tokens of context and continuation are
+    /// kept, and the last of those is only predicted.
+    pub max_length: usize,
 }
 
 impl<'a> Scorer<'a> {
     pub fn new(model: &'a Gemma3, tokenizer: &'a GemmaTokenizer) -> Self {
-        Scorer { model, tokenizer, prefix: None, shapes: ShapeBuckets::EXACT, shape_log: ShapeLog::default() }
+        Scorer {
+            model,
+            tokenizer,
+            prefix: None,
+            shapes: ShapeBuckets::EXACT,
+            shape_log: ShapeLog::default(),
+            max_length: model.config.max_position_embeddings,
+        }
     }
 
     fn fixed_shapes(&self) -> bool {
@@ -141,6 +176,9 @@ impl<'a> Scorer<'a> {
     /// Summed log-probabilities of each continuation after `context`.
     pub fn loglikelihoods(&self, context: &str, continuations: &[String]) -> Result<Vec<f64>> {
         let pairs: Vec<(Vec<u32>, Vec<u32>)> = continuations.iter().map(|c| self.encode_pair(context, c)).collect::<Result<_>>()?;
+        if !shared_context(&pairs) {
+            return Ok(self.full_sequences(&pairs));
+        }
         let mut queue = HeadQueue::default();
         self.queue_continuations(&mut queue, 0, &pairs);
         Ok(queue.sums(self.model, &[continuations.len()]).remove(0))
@@ -199,8 +237,9 @@ impl<'a> Scorer<'a> {
         Ok(doc_result(doc, ll, with_norm))
     }
 
-    /// [`encode_pair`] with ids checked against the model's vocabulary, and a continuation
-    /// that adds no token refused (it would have no log-likelihood to score).
+    /// [`encode_pair`] with ids checked against the model's vocabulary, a continuation
+    /// that adds no token refused (it would have no log-likelihood to score), and a request
+    /// longer than [`max_length`](Self::max_length) cut from the left ([`truncate_left`]).
     fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         let (ctx, cont) = encode_pair(self.tokenizer, context, continuation)?;
         if cont.is_empty() {
@@ -208,6 +247,7 @@ impl<'a> Scorer<'a> {
                 "continuation {continuation:?} encodes to no tokens after context"
             )));
         }
+        let (ctx, cont) = truncate_left(ctx, cont, self.max_length)?;
         self.model.check_ids(&ctx)?;
         self.model.check_ids(&cont)?;
         Ok((ctx, cont))
@@ -226,11 +266,11 @@ impl<'a> Scorer<'a> {
             let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..doc.choices.len())
                 .map(|c| self.encode_pair(&doc.context, &doc.continuation(c)))
                 .collect::<Result<_>>()?;
-            let one_token = pairs.iter().all(|(ctx, cont)| cont.len() == 1 && *ctx == pairs[0].0);
+            let one_token = pairs.iter().all(|(_, cont)| cont.len() == 1) && shared_context(&pairs);
             if one_token && !pairs[0].0.is_empty() {
                 let ids = pairs.iter().map(|(_, cont)| cont[0]).collect();
                 batch.push((i, pairs[0].0.clone(), ids));
-            } else if self.fixed_shapes() {
+            } else if self.fixed_shapes() || !shared_context(&pairs) {
                 results[i] = Some(doc_result(doc, self.full_sequences(&pairs), with_norm));
             } else {
                 self.queue_continuations(&mut queue, i, &pairs);
