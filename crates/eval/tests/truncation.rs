@@ -42,7 +42,7 @@ fn a_request_past_the_context_scores_the_hand_cut_input() {
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, max_length]), &Device::flex());
         let hidden = pre.model.hidden_states(pre.model.embed(tokens), None);
         let positions: Vec<usize> = (max_length - cont.len()..max_length).collect();
-        let logits: Vec<f32> = pre.model.logits_at(hidden, &positions).into_data().convert::<f32>().to_vec().unwrap();
+        let logits: Vec<f32> = pre.model.logits_at(hidden, &positions).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let vocab = logits.len() / cont.len();
         let mut expected = 0.0f64;
         for (k, &target) in cont.iter().enumerate() {
