@@ -193,12 +193,23 @@ pub struct Attention {
     pub precision: Precision,
 }
 
+/// Longer inputs than this many positions compute attention this many query rows at a
+/// time (prefill of a long prompt): scores take `rows × keys`, not `T × T` (a 32,768-token
+/// prompt would need 16 GiB of f32 scores per head group at once). Shorter ones, every
+/// training batch and scoring request among them, run as one block.
+pub const ATTENTION_BLOCK_ROWS: usize = 2048;
+
 /// What a layer needs to know about the positions it runs on: RoPE tables
-/// `[1, 1, T, head_dim]` and the additive mask `[1, 1, T, T_past + T]`.
+/// `[1, 1, T, head_dim]`, and the additive mask `[1, 1, T, T_past + T]` (or, for inputs
+/// attended in blocks, what each block's mask is made from).
 struct Positions {
     cos: Tensor<4>,
     sin: Tensor<4>,
-    mask: Tensor<4>,
+    /// The whole mask, for inputs attended in one block.
+    mask: Option<Tensor<4>>,
+    past: usize,
+    window: Option<usize>,
+    block: usize,
 }
 
 impl Attention {
@@ -226,17 +237,43 @@ impl Attention {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let tk = k.dims()[2];
+        let out = match &pos.mask {
+            Some(mask) => self.attend(q, k, v, mask.clone()),
+            None => {
+                // A block of query rows sees the keys up to its last row and, on sliding
+                // layers, none before its first row's window: only those are multiplied.
+                let device = x.device();
+                let nkv_keys = |t: Tensor<4>, keys: std::ops::Range<usize>| t.slice([0..b, 0..nkv, keys, 0..hd]);
+                let blocks: Vec<Tensor<4>> = (0..t)
+                    .step_by(pos.block)
+                    .map(|s| {
+                        let e = (s + pos.block).min(t);
+                        let keys = pos.window.map_or(0, |w| (pos.past + s + 1).saturating_sub(w))..pos.past + e;
+                        let mask = attention_mask(pos.past, s..e, keys.clone(), pos.window, &device);
+                        let q = q.clone().slice([0..b, 0..nh, s..e, 0..hd]);
+                        self.attend(q, nkv_keys(k.clone(), keys.clone()), nkv_keys(v.clone(), keys), mask)
+                    })
+                    .collect();
+                Tensor::cat(blocks, 2)
+            }
+        };
+        let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        self.o_proj.forward(out)
+    }
+
+    /// Softmax attention of queries `[B, heads, rows, head_dim]` over keys and values
+    /// `[B, kv_heads, keys, head_dim]` under the additive `mask` `[1, 1, rows, keys]`.
+    fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+        let [b, nh, rows, hd] = q.dims();
+        let [_, nkv, keys, _] = k.dims();
         // Grouped-query attention without copying K/V: fold each group's query heads
         // into the row axis so one kv head serves `groups` query heads.
         let groups = nh / nkv;
-        let q = q.reshape([b, nkv, groups * t, hd]);
+        let q = q.reshape([b, nkv, groups * rows, hd]);
         let scores = self.precision.matmul(q, k.swap_dims(2, 3)) * self.scaling;
-        let scores = scores.reshape([b, nh, t, tk]) + pos.mask.clone();
-        let probs = softmax(scores, 3).reshape([b, nkv, groups * t, tk]);
-        let out = self.precision.matmul(probs, v).reshape([b, nh, t, hd]);
-        let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+        let scores = scores.reshape([b, nh, rows, keys]) + mask;
+        let probs = softmax(scores, 3).reshape([b, nkv, groups * rows, keys]);
+        self.precision.matmul(probs, v).reshape([b, nh, rows, hd])
     }
 }
 
@@ -337,6 +374,9 @@ pub struct Gemma3 {
     /// What the matrix products compute in, head included ([`Self::set_precision`]).
     #[module(skip)]
     precision: Precision,
+    /// Query rows per attention block for long inputs ([`ATTENTION_BLOCK_ROWS`]).
+    #[module(skip)]
+    attention_block: usize,
 }
 
 impl Gemma3 {
@@ -367,7 +407,14 @@ impl Gemma3 {
             norm,
             config,
             precision: Precision::F32,
+            attention_block: ATTENTION_BLOCK_ROWS,
         }
+    }
+
+    /// Inputs longer than `rows` positions compute attention `rows` query rows at a time
+    /// (default [`ATTENTION_BLOCK_ROWS`]); the result is the same up to float rounding.
+    pub fn set_attention_block(&mut self, rows: usize) {
+        self.attention_block = rows.max(1);
     }
 
     /// What the matrix products compute in.
@@ -431,9 +478,11 @@ impl Gemma3 {
         let [_, t, _] = embeds.dims();
         let device = embeds.device();
         let past = cache.as_ref().map_or(0, |c| c.len);
+        let block = if t > self.attention_block { self.attention_block } else { t };
         let positions = |rope: &Rope, window: Option<usize>| {
             let (cos, sin) = rope.tables(past, t, &device);
-            Positions { cos, sin, mask: attention_mask(past, t, window, &device) }
+            let mask = (block == t).then(|| attention_mask(past, 0..t, 0..past + t, window, &device));
+            Positions { cos, sin, mask, past, window, block }
         };
         let sliding = positions(&self.rope_local, Some(self.config.sliding_window));
         let full = positions(&self.rope_global, None);
@@ -493,19 +542,26 @@ pub fn tied_head_logits(hidden: Tensor<2>, embed: Tensor<2>, softcap: Option<f64
     }
 }
 
-/// Additive mask `[1, 1, T, past + T]`: 0 where query `past+i` may see key `j`
-/// (`j <= past+i`, and within the window on sliding layers), a huge negative otherwise.
-fn attention_mask(past: usize, t: usize, window: Option<usize>, device: &Device) -> Tensor<4> {
-    let tk = past + t;
-    let mut data = vec![0f32; t * tk];
-    for i in 0..t {
+/// Additive mask `[1, 1, rows, keys]` for the input's query rows `rows` (positions
+/// `past + i`) and keys `keys`: 0 where query `past+i` may see key `j` (`j <= past+i`, and
+/// within the window on sliding layers), a huge negative otherwise.
+fn attention_mask(
+    past: usize,
+    rows: std::ops::Range<usize>,
+    keys: std::ops::Range<usize>,
+    window: Option<usize>,
+    device: &Device,
+) -> Tensor<4> {
+    let (n, tk) = (rows.len(), keys.len());
+    let mut data = vec![0f32; n * tk];
+    for (r, i) in rows.enumerate() {
         let q = past + i;
-        for j in 0..tk {
+        for (c, j) in keys.clone().enumerate() {
             let visible = j <= q && window.is_none_or(|w| q - j < w);
             if !visible {
-                data[i * tk + j] = f32::MIN;
+                data[r * tk + c] = f32::MIN;
             }
         }
     }
-    Tensor::from_data(TensorData::new(data, [1, 1, t, tk]), device)
+    Tensor::from_data(TensorData::new(data, [1, 1, n, tk]), device)
 }

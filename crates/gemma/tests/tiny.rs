@@ -71,6 +71,33 @@ fn kv_cache_decoding_matches_full_forward() {
     assert!(err < 1e-4, "incremental decoding differs by {err}");
 }
 
+/// Long inputs compute attention a block of query rows at a time; with blocks of 2 and 3
+/// rows (crossing the sliding window of 6, and in a prefill after cached tokens) the
+/// logits are still transformers'.
+#[test]
+fn attention_in_blocks_of_query_rows_matches_transformers() {
+    let device = Device::flex();
+    let mut model = load_tiny(&device);
+    let (ids, want) = expected();
+    let whole = model.forward(ids_tensor(&ids, &device)).into_data().try_into_vec::<f32>().unwrap();
+    let vocab = model.config.vocab_size;
+    for rows in [2, 3] {
+        model.set_attention_block(rows);
+        let got = model.forward(ids_tensor(&ids, &device)).into_data().try_into_vec::<f32>().unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4, "blocks of {rows}: {}", max_abs_diff(&got, &want));
+        assert!(max_abs_diff(&got, &whole) < 1e-5, "blocks of {rows} against one block: {}", max_abs_diff(&got, &whole));
+        // 4 tokens into the cache, then the rest in blocks.
+        let mut cache = model.new_cache();
+        let first = model.hidden_states(model.embed(ids_tensor(&ids[..4], &device)), Some(&mut cache));
+        let rest = model.hidden_states(model.embed(ids_tensor(&ids[4..], &device)), Some(&mut cache));
+        let mut got = model.logits_at(first, &[0, 1, 2, 3]).into_data().try_into_vec::<f32>().unwrap();
+        let positions: Vec<usize> = (0..ids.len() - 4).collect();
+        got.extend(model.logits_at(rest, &positions).into_data().try_into_vec::<f32>().unwrap());
+        assert_eq!(got.len(), ids.len() * vocab);
+        assert!(max_abs_diff(&got, &want) < 1e-4, "cached prefill in blocks of {rows}: {}", max_abs_diff(&got, &want));
+    }
+}
+
 #[test]
 fn export_and_reload_gives_identical_logits() {
     let device = Device::flex();

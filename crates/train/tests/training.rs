@@ -235,10 +235,10 @@ artifact_dir = "result"
 fn config_unknown_keys_are_errors_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.toml");
-    std::fs::write(&path, CONFIG.replace("lr = 1e-4", "lr = 1e-4\nlearning_rate = 3")).unwrap();
+    std::fs::write(&path, CONFIG.replace("lr = 1e-4", "lr = 1e-4\nlearnig_rate = 3")).unwrap();
     let err = RunConfig::load(&path).unwrap_err().to_string();
     println!("{err}");
-    assert!(err.contains("run.toml") && err.contains("learning_rate") && err.contains("line 10"), "{err}");
+    assert!(err.contains("run.toml") && err.contains("learnig_rate") && err.contains("line 10"), "{err}");
 
     std::fs::write(&path, CONFIG.replace("[output]", "[outputs]")).unwrap();
     let err = RunConfig::load(&path).unwrap_err().to_string();
