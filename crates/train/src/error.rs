@@ -29,6 +29,12 @@ pub enum TrainError {
         .last_checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string())
     )]
     NonFinite { step: usize, what: &'static str, value: f64, last_checkpoint: Option<PathBuf> },
+    /// SIGINT or SIGTERM during training: the step in progress finished and was saved.
+    #[error(
+        "interrupted after step {step} of {total}; checkpoint {}: run the same command again to resume from it",
+        .checkpoint.display()
+    )]
+    Interrupted { step: usize, total: usize, checkpoint: PathBuf },
     /// A checkpoint is missing files, belongs to another config, or does not fit the model.
     #[error("checkpoint {}: {msg}", .path.display())]
     Checkpoint { path: PathBuf, msg: String },

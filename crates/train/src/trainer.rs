@@ -168,6 +168,7 @@ pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -
     let mut run = Run::new(opt, data, opts)?;
     let mut model = run.resume(model)?;
     run.open_outputs()?;
+    let training = crate::interrupt::Training::start();
     while run.step < run.total {
         if opts.stop_after.is_some_and(|s| run.step >= s) {
             run.interrupted = true;
@@ -175,6 +176,12 @@ pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -
         }
         model = run.train_step(model)?;
         let (step, total) = (run.step, run.total);
+        if training.stop_requested() {
+            run.checkpoint(&model)?;
+            run.bar.finish_and_clear();
+            let checkpoint = run.last_checkpoint.clone().expect("just written");
+            return Err(TrainError::Interrupted { step, total, checkpoint });
+        }
         if t.eval_every > 0 && step % t.eval_every == 0 && step < total {
             run.evaluate(&model)?;
         }
