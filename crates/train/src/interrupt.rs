@@ -3,49 +3,71 @@
 //! stops with an error saying how to resume. A second signal stops the process at once,
 //! and outside training a signal stops it at once as it would without this module.
 //!
-//! One flag does it: each signal first exits if the flag is set, then sets it. The flag is
-//! set except while a run trains ([`Training`]), so the first signal during training only
-//! sets it, and the trainer sees it after the step.
+//! Each signal runs two actions, registered once per process: exit if `EXIT_NOW` is set,
+//! then set `EXIT_NOW` and `SIGNALLED`. `EXIT_NOW` is cleared only while some run trains
+//! ([`Training`]), so the first signal then only asks the runs to stop; runs training on
+//! other threads of the same process never stop one another.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+struct Flags {
+    /// A signal arrived while some run trained.
+    signalled: Arc<AtomicBool>,
+    /// The next signal ends the process.
+    exit_now: Arc<AtomicBool>,
+    /// Runs training now.
+    training: AtomicUsize,
+}
 
-/// The flag, with the two actions registered for both signals the first time (before that,
+static FLAGS: OnceLock<Flags> = OnceLock::new();
+
+/// The flags, with the actions registered for both signals the first time (before that,
 /// the signals keep their default action).
-fn flag() -> &'static Arc<AtomicBool> {
-    STOP.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(true));
+fn flags() -> &'static Flags {
+    FLAGS.get_or_init(|| {
+        let flags = Flags {
+            signalled: Arc::new(AtomicBool::new(false)),
+            exit_now: Arc::new(AtomicBool::new(true)),
+            training: AtomicUsize::new(0),
+        };
         for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
             // Registration fails only for signals that cannot be caught; these can.
-            signal_hook::flag::register_conditional_shutdown(signal, status, Arc::clone(&flag)).ok();
-            signal_hook::flag::register(signal, Arc::clone(&flag)).ok();
+            signal_hook::flag::register_conditional_shutdown(signal, status, Arc::clone(&flags.exit_now)).ok();
+            signal_hook::flag::register(signal, Arc::clone(&flags.exit_now)).ok();
+            signal_hook::flag::register(signal, Arc::clone(&flags.signalled)).ok();
         }
-        flag
+        flags
     })
 }
 
-/// While alive, a signal asks the run to stop after its step instead of stopping the
-/// process; dropping it restores stopping at once.
+/// While one is alive, a signal asks the runs to stop after their step instead of stopping
+/// the process; when the last is dropped, a signal stops the process at once again.
 pub struct Training(());
 
 impl Training {
     pub fn start() -> Training {
-        flag().store(false, Ordering::SeqCst);
+        let f = flags();
+        if f.training.fetch_add(1, Ordering::SeqCst) == 0 {
+            f.signalled.store(false, Ordering::SeqCst);
+            f.exit_now.store(false, Ordering::SeqCst);
+        }
         Training(())
     }
 
-    /// Whether a signal asked the run to stop.
+    /// Whether a signal asked the runs to stop.
     pub fn stop_requested(&self) -> bool {
-        flag().load(Ordering::SeqCst)
+        flags().signalled.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Training {
     fn drop(&mut self) {
-        flag().store(true, Ordering::SeqCst);
+        let f = flags();
+        if f.training.fetch_sub(1, Ordering::SeqCst) == 1 {
+            f.exit_now.store(true, Ordering::SeqCst);
+        }
     }
 }
