@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 base_dir, adapter_dir, message = sys.argv[1:4]
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 24
 tok = AutoTokenizer.from_pretrained(base_dir)
-base = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32, attn_implementation="eager")
+base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
 model = PeftModel.from_pretrained(base, adapter_dir).eval()
 ids = tok.apply_chat_template(
     [{"role": "user", "content": message}], add_generation_prompt=True, return_tensors="pt", return_dict=True
