@@ -10,13 +10,15 @@
 #   scripts/slurm-ci.sh [WORKDIR]    # as root, with slurm-wlm and munge installed
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=$(realpath -m "${1:-$(mktemp -d /tmp/sweelol-slurm.XXXXXX)}")
+# Without WORKDIR the work goes to a temporary folder, removed at the end: two quick studies
+# hold about 27 GB of models and checkpoints.
+if [ $# -ge 1 ]; then work=$(realpath -m "$1"); keep=1; else work=$(mktemp -d /tmp/sweelol-slurm.XXXXXX); keep=0; fi
 mkdir -p "$work"
 cargo build --release -q -p xtask
 xtask=$(realpath target/release/xtask)
 scripts/slurm-local.sh start "$work/cluster"
 export SLURM_CONF="$work/cluster/slurm.conf"
-trap 'scripts/slurm-local.sh stop "$work/cluster"' EXIT
+trap 'scripts/slurm-local.sh stop "$work/cluster"; [ "$keep" = 1 ] || rm -rf "$work"' EXIT
 study=(study --preset quick --limit 2)
 run_dir="$work/slurm/quick"
 
@@ -62,6 +64,9 @@ sacct -c --format=jobid,jobname%32,state,nodelist,end
 for job in full-finetune kd-pruned table; do
   [ "$(state_of "sweelol-quick-$job")" = COMPLETED ] || fail "sweelol-quick-$job did not complete"
 done
+
+# The table needs the scores, not the training checkpoints (3 GB per full-weight row).
+rm -rf "$run_dir"/*/train/checkpoints
 
 echo "== 3. the same study run locally; the tables must be equal"
 "$xtask" "${study[@]}" --out "$work/local" > "$work/local.txt" 2>&1 || { tail -n 30 "$work/local.txt"; fail "the local run"; }
