@@ -699,26 +699,63 @@ fn targets(ex: &TokenizedExample) -> String {
     decode(&ids)
 }
 
+/// The example files' rows as JSON values, in file order.
+fn example_rows(name: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(example(name)).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A nullable string column of `field` from each row.
+fn optional_strings(rows: &[serde_json::Value], field: &str) -> ArrayRef {
+    Arc::new(StringArray::from(rows.iter().map(|r| r[field].as_str()).collect::<Vec<_>>()))
+}
+
+/// `alpaca.jsonl` and `messages.jsonl` written as parquet, as the hub's exports lay them out
+/// (flat string columns; `messages` a list of `{role, content}` structs).
+fn example_parquet_files() -> (PathBuf, PathBuf) {
+    use arrow::array::{ListArray, StructArray};
+    use arrow::buffer::OffsetBuffer;
+    use arrow::datatypes::{DataType, Field, Fields};
+    let dir = temp_dir("examples-pq");
+    let alpaca = example_rows("alpaca.jsonl");
+    let alpaca_pq = dir.join("alpaca.parquet");
+    let columns = ["instruction", "input", "output"].map(|c| (c, optional_strings(&alpaca, c)));
+    write_parquet(&alpaca_pq, columns.to_vec());
+
+    let chats = example_rows("messages.jsonl");
+    let turns: Vec<&serde_json::Value> = chats.iter().flat_map(|r| r["messages"].as_array().unwrap()).collect();
+    let text = |key: &str| -> ArrayRef { Arc::new(StringArray::from(turns.iter().map(|t| t[key].as_str().unwrap()).collect::<Vec<_>>())) };
+    let fields = Fields::from(vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)]);
+    let structs = StructArray::new(fields.clone(), vec![text("role"), text("content")], None);
+    let lengths = chats.iter().map(|r| r["messages"].as_array().unwrap().len());
+    let item = Arc::new(Field::new("item", DataType::Struct(fields), true));
+    let list: ArrayRef = Arc::new(ListArray::new(item, OffsetBuffer::from_lengths(lengths), Arc::new(structs), None));
+    let messages_pq = dir.join("messages.parquet");
+    write_parquet(&messages_pq, vec![("messages", list), ("category", optional_strings(&chats, "category"))]);
+    (alpaca_pq, messages_pq)
+}
+
 #[test]
 fn the_example_files_load_in_every_format_and_container() {
-    for (file, format) in [
-        ("alpaca.jsonl", DataFormat::Alpaca),
-        ("alpaca.parquet", DataFormat::Alpaca),
-        ("messages.jsonl", DataFormat::Messages),
-        ("messages.parquet", DataFormat::Messages),
+    let (alpaca_pq, messages_pq) = example_parquet_files();
+    for (path, format) in [
+        (example("alpaca.jsonl"), DataFormat::Alpaca),
+        (alpaca_pq.clone(), DataFormat::Alpaca),
+        (example("messages.jsonl"), DataFormat::Messages),
+        (messages_pq.clone(), DataFormat::Messages),
     ] {
-        let told = load_records(&example(file), None).unwrap();
-        assert_eq!((told.format, told.detected, told.records.len()), (format, true, 8), "{file}");
-        let given = load_records(&example(file), Some(format)).unwrap();
+        let told = load_records(&path, None).unwrap();
+        assert_eq!((told.format, told.detected, told.records.len()), (format, true, 8), "{}", path.display());
+        let given = load_records(&path, Some(format)).unwrap();
         assert!(!given.detected);
-        assert_eq!(given.records, told.records, "{file}");
+        assert_eq!(given.records, told.records, "{}", path.display());
     }
     // JSON Lines and parquet hold the same records.
     let alpaca = load_records(&example("alpaca.jsonl"), None).unwrap().records;
-    assert_eq!(alpaca, load_records(&example("alpaca.parquet"), None).unwrap().records);
+    assert_eq!(alpaca, load_records(&alpaca_pq, None).unwrap().records);
     assert_eq!((alpaca[0].context.as_str(), alpaca[0].response.as_str()), ("mouse", "mice"));
     let messages = load_records(&example("messages.jsonl"), None).unwrap().records;
-    assert_eq!(messages, load_records(&example("messages.parquet"), None).unwrap().records);
+    assert_eq!(messages, load_records(&messages_pq, None).unwrap().records);
     assert_eq!(messages[3].category, "translation");
     // Dolly's loader still refuses anything but Dolly.
     let msg = load(&example("alpaca.jsonl")).unwrap_err().to_string();
