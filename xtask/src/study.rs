@@ -139,10 +139,8 @@ fn read_stage<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 }
 
 fn write_stage<T: Serialize>(path: &Path, rec: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(rec)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    sweelol_outdir::write_atomic(path, serde_json::to_string_pretty(rec)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Whether a row's training depends on its seed: it trains, or it starts from a row that
@@ -221,8 +219,8 @@ fn estimate(preset: &Preset, run: &RowRun, trained: &Trained, rates: &Rates, bac
             seconds += s;
         }
     }
-    let evaluated = run.spec.config.is_none() || finished_training(preset, run, trained).is_some();
-    if !(evaluated && finished_run(preset, run, trained, &[]).is_some()) {
+    // A run's scores count as finished only with its training (`finished_run`).
+    if finished_run(preset, run, trained, &[]).is_none() {
         let key = rates::eval_key(backend, preset.eval.dtype.as_str(), &preset.eval.tasks);
         let Some(s) = rates.eval_seconds(&key, docs_per_row) else { return Ok(None) };
         seconds += s;
@@ -244,15 +242,10 @@ fn plan_text(
 ) -> Result<String> {
     use std::fmt::Write;
     let mut out = format!("plan ({} runs; finished stages are reused):\n", runs.len());
-    let (mut trained, mut total, mut unknown) = (Trained::new(), 0.0, Vec::new());
-    for run in runs {
+    let trained = trained_on_disk(preset, runs);
+    let (mut total, mut unknown) = (0.0, Vec::new());
+    for run in runs.iter().filter(|r| to_run.contains(&r.spec.name)) {
         let est = estimate(preset, run, &trained, rates, backend, docs_per_row)?;
-        if let Some(t) = finished_training(preset, run, &trained) {
-            trained.insert(run.key(), t);
-        }
-        if !to_run.contains(&run.spec.name) {
-            continue;
-        }
         let training = match &run.spec.config {
             None => String::new(),
             Some(path) => {
@@ -581,14 +574,11 @@ pub fn stage_plan(preset: &Preset, opts: &StudyOptions, run_dir: &Path) -> Resul
     let to_run = rows_to_run(preset, opts.only.as_deref())?;
     let prompts = study_prompts(preset)?;
     let runs = plan(preset, run_dir, opts.seeds.as_deref())?;
-    let mut trained = Trained::new();
+    let trained = trained_on_disk(preset, &runs);
     let mut planned = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let first_of_row = !runs[..i].iter().any(|r| r.spec.name == run.spec.name);
         let done = finished_run(preset, run, &trained, &prompts);
-        if let Some(t) = done.as_ref().and_then(|d| d.train.clone()) {
-            trained.insert(run.key(), t);
-        }
         if !to_run.contains(&run.spec.name) {
             continue;
         }
@@ -638,12 +628,7 @@ pub fn run_stage(preset_path: &Path, opts: &StudyOptions, key: &str, device: &De
     std::fs::create_dir_all(&run.dir)?;
     let _lock = DirLock::acquire(&run.dir)?;
     // The records of the runs before it, for the ones it is built on.
-    let mut trained = Trained::new();
-    for earlier in &runs[..pos] {
-        if let Some(t) = finished_training(&preset, earlier, &trained) {
-            trained.insert(earlier.key(), t);
-        }
-    }
+    let trained = trained_on_disk(&preset, &runs[..pos]);
     let (train, trained_now) = match run.spec.config {
         None => (None, false),
         Some(_) => {
@@ -661,6 +646,18 @@ pub fn run_stage(preset_path: &Path, opts: &StudyOptions, key: &str, device: &De
     Ok(())
 }
 
+/// The current training records on disk of `runs`, in plan order: a run's record is current
+/// only when the records of the runs it is built on are.
+fn trained_on_disk(preset: &Preset, runs: &[RowRun]) -> Trained {
+    let mut trained = Trained::new();
+    for run in runs {
+        if let Some(t) = finished_training(preset, run, &trained) {
+            trained.insert(run.key(), t);
+        }
+    }
+    trained
+}
+
 /// A run's training record on disk, if it is current (same config and inputs).
 fn finished_training(preset: &Preset, run: &RowRun, trained: &Trained) -> Option<StageRecord> {
     run.spec.config.as_ref()?;
@@ -676,15 +673,11 @@ fn write_table_only(preset: &Preset, opts: &StudyOptions, backend: &str, dtype: 
     let prompts = study_prompts(preset)?;
     let to_run = rows_to_run(preset, opts.only.as_deref())?;
     let runs = plan(preset, run_dir, opts.seeds.as_deref())?;
-    let (mut trained, mut results, mut missing) = (Trained::new(), Vec::new(), Vec::new());
+    let trained = trained_on_disk(preset, &runs);
+    let (mut results, mut missing) = (Vec::new(), Vec::new());
     for run in &runs {
         match finished_run(preset, run, &trained, &prompts) {
-            Some(done) => {
-                if let Some(t) = &done.train {
-                    trained.insert(run.key(), t.clone());
-                }
-                results.push(done);
-            }
+            Some(done) => results.push(done),
             // With --only, the other rows are in the table when they are finished.
             None if to_run.contains(&run.spec.name) => missing.push(run.key()),
             None => {}

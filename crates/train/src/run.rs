@@ -156,7 +156,6 @@ impl RunReport {
 /// Evaluates `model` on the held-out data, trains it as `cfg` says (resuming if a checkpoint
 /// of the same identity exists), then calls `save(&trained, dir)` to write the result.
 /// `lock` is the run directory's, taken by [`prepare`] before anything loaded.
-#[allow(clippy::too_many_arguments)]
 pub fn run_technique<M, F>(
     cfg: &RunConfig,
     id: &RunIdentity,
