@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 # hold about 27 GB of models and checkpoints.
 if [ $# -ge 1 ]; then work=$(realpath -m "$1"); keep=1; else work=$(mktemp -d /tmp/sweelol-slurm.XXXXXX); keep=0; fi
 mkdir -p "$work"
+# mktemp makes the folder private (0700); munged runs as the munge user and must reach its
+# socket and log under it.
+chmod 755 "$work"
 cargo build --release -q -p xtask
 xtask=$(realpath target/release/xtask)
 scripts/slurm-local.sh start "$work/cluster"

@@ -27,6 +27,11 @@ esac
 mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
 chown munge:munge "$dir/munge"
 chmod 755 "$dir"
+# munged runs as the munge user: every folder above DIR must let others through (o+x).
+if [ "$(id -u)" = 0 ] && ! runuser -u munge -- test -w "$dir/munge"; then
+  echo "slurm-local: the munge user cannot write $dir/munge; make every folder above $dir searchable by others (chmod o+x)" >&2
+  exit 1
+fi
 # munged: its own socket, so a machine's running munged (if any) is left alone.
 sudo_munge() { if [ "$(id -u)" = 0 ]; then runuser -u munge -- "$@"; else "$@"; fi; }
 sudo_munge /usr/sbin/munged --socket="$dir/munge/munge.socket" --pid-file="$dir/munged.pid" \

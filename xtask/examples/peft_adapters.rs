@@ -13,7 +13,7 @@ use sweelol_prompt_tuning::{PromptTuned, PromptTuningConfig};
 
 fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).expect("usage: peft_adapters OUT_DIR"));
-    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny-gemma3");
+    let tiny = sweelol_train::testing::shared_dir().join("fixtures/tiny-gemma3");
     let device = Device::flex();
     let load = || -> anyhow::Result<Gemma3> {
         let cfg = GemmaConfig::from_file(&tiny.join("config.json"))?;

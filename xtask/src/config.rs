@@ -237,6 +237,7 @@ lora_alpha = 16.0
     }
 
     #[test]
+    #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
     fn shared_section_errors_name_file_and_key() {
         let e = err(&LORA.replace("lr = 1e-4", "lr = 1e-4\nlearnig_rate = 3"));
         assert!(e.contains("run.toml") && e.contains("learnig_rate"), "{e}");

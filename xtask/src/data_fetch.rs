@@ -95,6 +95,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
     fn a_missing_data_file_is_an_error_naming_it_and_only_dolly_resolves_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("my-data.jsonl");

@@ -720,7 +720,8 @@ fn train_stage(preset: &Preset, run: &RowRun, trained: &Trained, device: &Device
     let out = crate::train::run_technique(&cfg, device)?;
     let rec = StageRecord {
         hash,
-        seconds: t0.elapsed().as_secs_f64(),
+        // A resumed training adds what its earlier invocations trained up to its checkpoint.
+        seconds: t0.elapsed().as_secs_f64() + out.earlier_seconds,
         details: out.details,
         model_source: out.model_source,
         adapter: out.adapter,

@@ -14,6 +14,8 @@ use crate::config::{self, TechniqueConfig, TechniqueRun};
 /// base model) and, for adapter techniques, the adapter directory.
 pub struct TrainOutput {
     pub details: serde_json::Value,
+    /// Seconds earlier invocations trained before the checkpoint this run resumed from.
+    pub earlier_seconds: f64,
     pub model_source: String,
     pub adapter: Option<PathBuf>,
 }
@@ -40,10 +42,11 @@ pub fn run_technique(cfg: &TechniqueRun, device: &Device) -> anyhow::Result<Trai
     if let Ok(text) = std::fs::read_to_string(&sparsity) {
         details["sparsity"] = serde_json::from_str::<serde_json::Value>(&text)?["overall_sparsity"].clone();
     }
+    let earlier_seconds = report.earlier_seconds;
     Ok(if cfg.technique.is_adapter() {
-        TrainOutput { details, model_source: run.model.source.clone(), adapter: Some(report.artifact_dir) }
+        TrainOutput { details, earlier_seconds, model_source: run.model.source.clone(), adapter: Some(report.artifact_dir) }
     } else {
-        TrainOutput { details, model_source: report.artifact_dir.to_string_lossy().into_owned(), adapter: None }
+        TrainOutput { details, earlier_seconds, model_source: report.artifact_dir.to_string_lossy().into_owned(), adapter: None }
     })
 }
 

@@ -11,7 +11,9 @@
 //!
 //! Used on its own (here a tiny test model distilled into itself):
 //!
-//! ```
+// The example reads the shared fixtures; without them it is listed as ignored.
+#![cfg_attr(fixtures, doc = "```")]
+#![cfg_attr(not(fixtures), doc = "```ignore")]
 //! use burn::tensor::Device;
 //! use sweelol_distill::{run, DistillConfig};
 //! use sweelol_train::{testing, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};

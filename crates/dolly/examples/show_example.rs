@@ -4,7 +4,6 @@
 //! `cargo run --release -p sweelol-dolly --example show_example -- [ROW] [MAX_LEN]`
 //! (defaults: row 1, max_len 512; reads ../shared relative to the workspace root).
 
-use std::path::Path;
 
 use sweelol_dolly::{load, load_tokenizer, prompt_text, target_text, tokenize, TokenizeConfig};
 
@@ -12,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let row: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1);
     let max_len: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(512);
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let shared = sweelol_fixtures::shared_dir();
 
     let records = load(&shared.join("data/dolly/databricks-dolly-15k.jsonl.gz"))?;
     let tokenizer = load_tokenizer(&shared.join("fixtures/gemma-3-270m/tokenizer.json.gz"))?;

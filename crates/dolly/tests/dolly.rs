@@ -10,7 +10,7 @@ use sweelol_dolly::*;
 use tokenizers::Tokenizer;
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+    sweelol_fixtures::shared_dir()
 }
 
 fn dolly_path() -> PathBuf {
@@ -65,6 +65,7 @@ const GOOD: &str =
 // ---------------------------------------------------------------- loading
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn real_file_has_15011_rows_and_published_category_counts() {
     let records = real();
     assert_eq!(records.len(), 15011);
@@ -85,6 +86,7 @@ fn real_file_has_15011_rows_and_published_category_counts() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn real_file_first_rows_match_provenance() {
     let r = real();
     assert_eq!(
@@ -205,6 +207,7 @@ fn strings<'a>(records: &'a [DollyRecord], f: impl Fn(&'a DollyRecord) -> &'a st
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn parquet_round_trip_of_real_rows() {
     let rows = &real()[..500];
     let path = temp_dir("pq").join("train-00000-of-00001.parquet");
@@ -287,6 +290,7 @@ fn spec(seed: u64, n: Option<usize>, stratify: bool) -> SubsetSpec {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn subsets_are_deterministic_per_seed_and_differ_across_seeds() {
     let a = subset(real(), &spec(7, Some(200), false)).unwrap();
     let b = subset(real(), &spec(7, Some(200), false)).unwrap();
@@ -302,6 +306,7 @@ fn subsets_are_deterministic_per_seed_and_differ_across_seeds() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn subsets_do_not_depend_on_file_row_order() {
     let mut reversed = real().to_vec();
     reversed.reverse();
@@ -312,6 +317,7 @@ fn subsets_do_not_depend_on_file_row_order() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn stratified_subset_follows_largest_remainder_proportions() {
     // 1000 * count / 15011, floored, plus one for the three largest remainders
     // (general_qa .96, brainstorming .65, information_extraction .33).
@@ -339,6 +345,7 @@ fn stratified_subset_follows_largest_remainder_proportions() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn category_filter_and_bad_specs() {
     let s = SubsetSpec {
         seed: 1,
@@ -379,6 +386,7 @@ fn category_filter_and_bad_specs() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn train_eval_split_is_a_deterministic_partition() {
     let (train, eval) = train_eval_split(real(), EvalSize::Fraction(0.1), 5).unwrap();
     assert_eq!(eval.len(), 1501); // round(1501.1)
@@ -408,6 +416,7 @@ fn train_eval_split_is_a_deterministic_partition() {
 // ---------------------------------------------------------------- formatting and tokens
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn chat_template_text() {
     let r = &real()[1];
     assert_eq!(
@@ -425,6 +434,7 @@ fn decode(ids: &[u32]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn special_token_ids_match_the_tokenizer() {
     let t = tokenizer();
     assert_eq!(t.token_to_id("<bos>"), Some(BOS_ID));
@@ -434,6 +444,7 @@ fn special_token_ids_match_the_tokenizer() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn loss_mask_covers_exactly_the_response_tokens() {
     let r = &real()[1];
     let ex = tokenize(r, tokenizer(), &TokenizeConfig::default()).unwrap();
@@ -484,6 +495,7 @@ fn loss_mask_covers_exactly_the_response_tokens() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn separate_encoding_matches_joint_encoding_on_real_rows() {
     let t = tokenizer();
     for r in real().iter().step_by(97) {
@@ -504,6 +516,7 @@ fn separate_encoding_matches_joint_encoding_on_real_rows() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn truncation_never_exceeds_max_len_and_keeps_the_template() {
     let t = tokenizer();
     for max_len in [48, 96, 256] {
@@ -546,6 +559,7 @@ fn truncation_never_exceeds_max_len_and_keeps_the_template() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn long_context_is_cut_before_the_instruction() {
     let r = rec(
         "Name the colour.",
@@ -592,6 +606,7 @@ fn long_context_is_cut_before_the_instruction() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn load_tokenizer_reads_the_gzipped_fixture() {
     let t = load_tokenizer(&shared().join("fixtures/gemma-3-270m/tokenizer.json.gz")).unwrap();
     assert_eq!(t.get_vocab_size(true), tokenizer().get_vocab_size(true));
@@ -600,6 +615,7 @@ fn load_tokenizer_reads_the_gzipped_fixture() {
 // ---------------------------------------------------------------- batches
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn bucketed_batches_cover_all_examples_pad_right_and_are_deterministic() {
     let recs = subset(real(), &spec(2, Some(700), false)).unwrap();
     let cfg = TokenizeConfig {
@@ -666,6 +682,7 @@ fn safetensors_i64(path: &Path, name: &str) -> Vec<i64> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn prompt_ids_match_transformers_for_the_chat_fixture() {
     // shared/fixtures prompt 2 is "<start_of_turn>user\nWho are you?<end_of_turn>\n<start_of_turn>model\n",
     // tokenized by Hugging Face transformers.
@@ -763,6 +780,7 @@ fn the_example_files_load_in_every_format_and_container() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn alpaca_trains_on_the_output_only() {
     let r = &load_records(&example("alpaca.jsonl"), None).unwrap().records[0];
     let ex = tokenize(r, tokenizer(), &TokenizeConfig::default()).unwrap();
@@ -773,6 +791,7 @@ fn alpaca_trains_on_the_output_only() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_conversation_trains_on_every_assistant_turn_and_matches_the_chat_template() {
     let records = load_records(&example("messages.jsonl"), None).unwrap().records;
     let cfg = TokenizeConfig::default();

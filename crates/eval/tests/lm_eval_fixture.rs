@@ -9,10 +9,11 @@ use sweelol_eval::Scorer;
 use sweelol_gemma::load_pretrained;
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+    sweelol_fixtures::shared(rel)
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn first_20_docs_match_lm_eval() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(shared("fixtures/lm-eval/baseline_first20.json")).unwrap())

@@ -43,6 +43,7 @@ fn lines(out: &Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn results_of_another_identity_or_fewshot_are_refused_and_fresh_replaces_them() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -68,6 +69,7 @@ fn results_of_another_identity_or_fewshot_are_refused_and_fresh_replaces_them() 
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_smaller_limit_reuses_a_prefix_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -95,6 +97,7 @@ fn a_smaller_limit_reuses_a_prefix_and_keeps_the_rest() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_torn_last_line_is_rescored_and_finished_lines_kept() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -117,6 +120,7 @@ fn a_torn_last_line_is_rescored_and_finished_lines_kept() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn lines_of_other_documents_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -131,6 +135,7 @@ fn lines_of_other_documents_are_refused() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_second_run_on_a_locked_directory_fails_at_once_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -144,6 +149,7 @@ fn a_second_run_on_a_locked_directory_fails_at_once_with_the_holders_pid() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn unknown_tasks_and_a_zero_limit_fail_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -165,6 +171,7 @@ fn unknown_tasks_and_a_zero_limit_fail_before_anything_is_written() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_tokenizer_larger_than_the_model_vocabulary_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let fixture: PathBuf = testing::tiny_fixture_dir();
@@ -190,6 +197,7 @@ fn a_tokenizer_larger_than_the_model_vocabulary_is_refused_at_load() {
 /// the per-document `acc` in the task's lines, `"acc_stderr,none"` the sample standard
 /// deviation over √n, and `n-shot`, `n-samples` and `config` say how they were made.
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn results_json_has_lm_evals_layout_and_the_documents_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");

@@ -12,6 +12,7 @@ fn docs(task: &str, n: usize) -> Vec<McDoc> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn padded_forwards_give_the_same_log_likelihoods_and_few_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = testing::tiny_real_vocab_model(&dir.path().join("m")).unwrap();

@@ -10,7 +10,7 @@ use sweelol_eval::tasks::mmlu::{self, SUBJECTS};
 use sweelol_eval::tasks::*;
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+    sweelol_fixtures::shared_dir()
 }
 
 fn data_root() -> PathBuf {
@@ -95,6 +95,7 @@ fn real_doc_counts() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn golds_and_choice_counts_match_lm_eval_baseline() {
     let raw =
         std::fs::read_to_string(shared().join("fixtures/lm-eval/baseline_first20.json")).unwrap();
@@ -160,6 +161,7 @@ fn mmlu_two_shot_text_uses_first_dev_rows() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn mmlu_five_shot_and_too_many_shots() {
     let t = task("mmlu_high_school_computer_science", Some(3), 5);
     for d in &t.docs {
@@ -512,6 +514,7 @@ fn mmlu_parquet_bad_rows_name_file_and_row() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn hellaswag_parquet_with_string_labels_gives_the_same_docs() {
     use std::io::BufRead;
     let gz = std::fs::File::open(data_root().join("hellaswag/hellaswag_val.jsonl.gz")).unwrap();

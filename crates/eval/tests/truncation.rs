@@ -21,6 +21,7 @@ fn truncation_keeps_the_last_max_length_plus_one_tokens() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_request_past_the_context_scores_the_hand_cut_input() {
     let dir = tempfile::tempdir().unwrap();
     let path = testing::tiny_real_vocab_model(&dir.path().join("m")).unwrap();

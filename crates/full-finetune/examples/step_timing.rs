@@ -5,7 +5,6 @@
 //!
 //! On the CPU (`flex`); `cargo xtask bench --backend …` times other backends.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -18,7 +17,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().map_or(2, |s| s.parse().expect("STEPS"));
     let len: usize = args.next().map_or(256, |s| s.parse().expect("LEN"));
-    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let shared = sweelol_fixtures::shared_dir();
     let device = Device::flex().autodiff();
 
     let t = Instant::now();

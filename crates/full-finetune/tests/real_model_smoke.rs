@@ -3,17 +3,17 @@
 //! loaded back and used. A separate test binary so it runs on its own (1-2 minutes on 2
 //! CPU cores).
 
-use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sweelol_gemma::pretrained::load_hf_dir;
 use sweelol_train::{params, RunConfig};
 
 fn shared(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel).display().to_string()
+    sweelol_fixtures::shared(rel).display().to_string()
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn real_model_full_finetune_smoke() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("smoke.toml");

@@ -11,7 +11,7 @@ use sweelol_full_finetune::FullFinetuneConfig;
 use sweelol_train::{params, train, Dataset, TrainOptions, TrainSection};
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+    sweelol_fixtures::shared(rel)
 }
 
 fn load(dir: &std::path::Path, device: &Device) -> Gemma3 {
@@ -30,6 +30,7 @@ fn examples() -> Vec<TokenizedExample> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn every_weight_trains_and_the_export_reloads_exactly() {
     let device = Device::flex().autodiff();
     let tiny = shared("fixtures/tiny-gemma3");

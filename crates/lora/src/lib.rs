@@ -9,7 +9,9 @@
 //! Used on its own: train an adapter on a few Dolly rows and save it in PEFT's format
 //! (here on a tiny test model; point `source` at `google/gemma-3-270m` or a GGUF for real):
 //!
-//! ```
+// The example reads the shared fixtures; without them it is listed as ignored.
+#![cfg_attr(fixtures, doc = "```")]
+#![cfg_attr(not(fixtures), doc = "```ignore")]
 //! use burn::tensor::Device;
 //! use sweelol_lora::{run, LoraConfig};
 //! use sweelol_train::{testing, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};

@@ -1,6 +1,5 @@
 //! LoRA on the tiny fixture: PEFT save/load round trip equals the merged model.
 
-use std::path::PathBuf;
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
@@ -8,7 +7,7 @@ use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
 use sweelol_lora::{attach, load_peft, merge, save_peft, trainable_params, LoraConfig};
 
 fn tiny(device: &Device) -> Gemma3 {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-gemma3");
+    let dir = sweelol_fixtures::shared("fixtures/tiny-gemma3");
     let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
     Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), device).unwrap()
 }
@@ -24,6 +23,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn peft_round_trip_equals_merged_model() {
     let device = Device::flex();
     let cfg = LoraConfig {
@@ -61,6 +61,7 @@ fn peft_round_trip_equals_merged_model() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn trainable_counts_follow_peft_formula() {
     let device = Device::flex();
     let model = attach(tiny(&device), &LoraConfig::default()).unwrap();
@@ -70,6 +71,7 @@ fn trainable_counts_follow_peft_formula() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn bad_configs_and_files_are_errors() {
     let device = Device::flex();
     let bad = LoraConfig { target_modules: vec!["qkv".into()], ..Default::default() };

@@ -1,13 +1,12 @@
 //! Prompt tuning on the tiny fixture.
 
-use std::path::PathBuf;
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
 use sweelol_prompt_tuning::{PromptTuned, PromptTuningConfig};
 
 fn tiny(device: &Device) -> Gemma3 {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-gemma3");
+    let dir = sweelol_fixtures::shared("fixtures/tiny-gemma3");
     let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
     Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), device).unwrap()
 }
@@ -17,6 +16,7 @@ fn vec(t: Tensor<3>) -> Vec<f32> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn prompt_tuned_logits_equal_base_on_concatenated_embeddings_and_survive_peft_round_trip() {
     let device = Device::flex();
     let (n, t) = (5, 12);
@@ -48,6 +48,7 @@ fn prompt_tuned_logits_equal_base_on_concatenated_embeddings_and_survive_peft_ro
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn wrong_prompt_shape_is_an_error_naming_the_file() {
     let device = Device::flex();
     let model = PromptTuned::new(tiny(&device), Tensor::zeros([3, 64], &device));

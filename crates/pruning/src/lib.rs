@@ -10,7 +10,9 @@
 //! Used on its own: prune half of every projection of a (tiny test) model and export it as
 //! a transformers directory with its masks and sparsity report:
 //!
-//! ```
+// The example reads the shared fixtures; without them it is listed as ignored.
+#![cfg_attr(fixtures, doc = "```")]
+#![cfg_attr(not(fixtures), doc = "```ignore")]
 //! use burn::tensor::Device;
 //! use sweelol_pruning::{run, PruningConfig};
 //! use sweelol_train::{testing, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};

@@ -10,7 +10,7 @@ use sweelol_gemma::{Gemma3, GemmaConfig, HostTensor, WeightMap};
 use sweelol_pruning::{export, prune, sparsity_report, Masks, PruningConfig, PruningError, Scope, EMBED_NAME, REPORT_FILE};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(rel)
+    sweelol_fixtures::shared("fixtures").join(rel)
 }
 
 fn load_tiny(device: &Device) -> Gemma3 {
@@ -45,6 +45,7 @@ fn cfg(text: &str) -> PruningConfig {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn per_tensor_prunes_round_half_of_every_projection_and_leaves_the_rest_dense() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -87,6 +88,7 @@ fn per_tensor_prunes_round_half_of_every_projection_and_leaves_the_rest_dense() 
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn n_m_2_4_keeps_the_two_largest_of_every_group_of_four_along_the_input() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -116,6 +118,7 @@ fn n_m_2_4_keeps_the_two_largest_of_every_group_of_four_along_the_input() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn global_scope_uses_one_threshold_over_all_tensors() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -149,6 +152,7 @@ fn global_scope_uses_one_threshold_over_all_tensors() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn ties_are_broken_by_position_deterministically() {
     let device = Device::flex();
     let mut model = load_tiny(&device);
@@ -169,6 +173,7 @@ fn ties_are_broken_by_position_deterministically() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn reapplying_masks_after_a_perturbation_restores_exact_zeros_and_keeps_param_ids() {
     let device = Device::flex();
     let (model, masks) = prune(load_tiny(&device), &PruningConfig::default()).unwrap();
@@ -209,6 +214,7 @@ fn toy_loss(model: &Gemma3, device: &Device) -> Tensor<1> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn zeros_survive_adamw_steps_when_masks_are_reapplied() {
     let device = Device::flex().autodiff();
     let (mut model, masks) = prune(load_tiny(&device), &PruningConfig::default()).unwrap();
@@ -255,6 +261,7 @@ fn zeros_survive_adamw_steps_when_masks_are_reapplied() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn masks_save_and_load_round_trip() {
     let device = Device::flex();
     let dense = load_tiny(&device);
@@ -283,6 +290,7 @@ fn masks_save_and_load_round_trip() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn prune_embeddings_prunes_the_tied_head_and_export_writes_the_report() {
     let device = Device::flex();
     let c = cfg("prune_embeddings = true");
@@ -306,6 +314,7 @@ fn prune_embeddings_prunes_the_tied_head_and_export_writes_the_report() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn bad_configs_are_rejected_with_clear_errors() {
     let err = |text: &str| PruningConfig::from_toml(text).unwrap_err().to_string();
     let e = err("sparsity = 1.5");
@@ -339,6 +348,7 @@ fn bad_configs_are_rejected_with_clear_errors() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn params_untouched_by_apply_when_nothing_is_masked() {
     // Sanity for `apply`: a model that already satisfies the masks is returned bit-identical.
     let device = Device::flex();

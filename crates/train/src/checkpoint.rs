@@ -44,6 +44,10 @@ pub struct TrainState {
     pub adam_steps: BTreeMap<String, u64>,
     /// Last training loss, for the record.
     pub last_loss: f64,
+    /// Seconds of training up to this checkpoint, over every invocation of the run (0 in
+    /// checkpoints of older versions): a resumed run's time is the sum of its parts.
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 /// The files of one checkpoint, loaded.

@@ -123,6 +123,10 @@ pub struct RunReport {
     pub eval_examples: usize,
     /// Wall-clock seconds of this call (evaluation, training, saving).
     pub seconds: f64,
+    /// Seconds earlier calls trained before the checkpoint this one resumed from (0 when
+    /// it started fresh): `seconds + earlier_seconds` is the run's time over every call.
+    #[serde(default)]
+    pub earlier_seconds: f64,
     /// Distinct micro-batch shapes trained on, and the seconds before the first step that
     /// used none new (see `[train] pad_to_multiple`).
     pub distinct_shapes: usize,
@@ -147,6 +151,7 @@ impl RunReport {
             train_examples: 0,
             eval_examples: 0,
             seconds,
+            earlier_seconds: 0.0,
             distinct_shapes: 0,
             warmup_s: None,
         }
@@ -207,6 +212,7 @@ where
         train_examples: data.train.len(),
         eval_examples: data.eval.len(),
         seconds: start.elapsed().as_secs_f64(),
+        earlier_seconds: outcome.earlier_s,
         distinct_shapes: outcome.distinct_shapes,
         warmup_s: outcome.warmup_s,
     })

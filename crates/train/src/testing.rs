@@ -18,14 +18,7 @@ use sweelol_gemma::{save_hf_dir, Gemma3, GemmaConfig, GemmaTokenizer, HostTensor
 use crate::error::{Result, TrainError};
 use crate::masks::EMBED_NAME;
 
-/// The shared data and fixtures folder: `$SWEELOL_SHARED`, else `../shared` beside the
-/// checkout this crate was built from.
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("SWEELOL_SHARED")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
+pub use sweelol_fixtures::shared_dir;
 
 /// Dolly-15k as shipped in the shared data folder.
 pub fn dolly_path() -> PathBuf {

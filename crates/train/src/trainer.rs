@@ -76,6 +76,9 @@ pub struct TrainOutcome<M> {
     pub model: M,
     /// Optimizer steps completed, including those before a resume.
     pub steps_done: usize,
+    /// Seconds earlier invocations trained before the checkpoint this call resumed from
+    /// (0 for a fresh run); work after their last checkpoint was lost and is not counted.
+    pub earlier_s: f64,
     pub total_steps: usize,
     pub resumed_from: Option<PathBuf>,
     /// Training loss of the last step run by this call.
@@ -222,6 +225,8 @@ struct Run<'a> {
     step: usize,
     ckpt_root: PathBuf,
     resumed_from: Option<PathBuf>,
+    /// Seconds trained by earlier invocations, from the resumed checkpoint.
+    earlier_s: f64,
     last_checkpoint: Option<PathBuf>,
     metrics: Option<MetricsWriter>,
     bar: ProgressBar,
@@ -261,6 +266,7 @@ impl<'a> Run<'a> {
             step: 0,
             ckpt_root: opts.output_dir.join("checkpoints"),
             resumed_from: None,
+            earlier_s: 0.0,
             last_checkpoint: None,
             metrics: None,
             bar: ProgressBar::hidden(),
@@ -307,6 +313,7 @@ impl<'a> Run<'a> {
                         .import_state(ck.optimizer, &ck.state.adam_steps, &device)
                         .map_err(|m| TrainError::checkpoint(dir, m))?;
                     self.step = ck.state.step;
+                    self.earlier_s = ck.state.elapsed_s;
                     self.resumed_from = Some(dir.clone());
                     self.last_checkpoint = Some(dir.clone());
                     return Ok(model);
@@ -503,6 +510,7 @@ impl<'a> Run<'a> {
             config_keys: self.opts.config_keys.clone(),
             adam_steps,
             last_loss: self.last_loss.unwrap_or(f64::NAN),
+            elapsed_s: self.earlier_s + self.clock.elapsed().as_secs_f64(),
         };
         let dir = checkpoint::save(&self.ckpt_root, &model.trainable_state(), &moments, &state, t.keep_checkpoints)?;
         self.last_checkpoint = Some(dir);
@@ -532,6 +540,7 @@ impl<'a> Run<'a> {
             distinct_shapes,
             warmup_s: self.warmup_s,
             steps_done: self.step,
+            earlier_s: self.earlier_s,
             total_steps: self.total,
             resumed_from: self.resumed_from,
             last_loss: self.last_loss,

@@ -84,6 +84,10 @@ fn resumed_run_reaches_the_same_weights() {
     let b = train(load_tiny(&device), &data, &opts).unwrap();
     assert_eq!(b.resumed_from.as_deref(), Some(latest.as_path()));
     assert_eq!(b.steps_done, 7);
+    // The resumed run counts the killed run's time up to the checkpoint it resumed from.
+    assert!(state.elapsed_s > 0.0, "the checkpoint records the seconds trained");
+    assert_eq!(b.earlier_s, state.elapsed_s);
+    assert_eq!(a.earlier_s, 0.0, "a fresh run has no earlier time");
 
     let diff = max_weight_diff(&all_weights(&a.model), &all_weights(&b.model));
     println!("resume: max |weight difference| after 7 steps = {diff:e}");
@@ -232,6 +236,7 @@ artifact_dir = "result"
 "#;
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn config_unknown_keys_are_errors_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.toml");

@@ -115,6 +115,7 @@ pub(crate) fn numbers(table: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let dir = tempfile::tempdir().unwrap();
     let preset = tiny_study(dir.path(), SEVEN_ROWS);
@@ -201,6 +202,7 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn killed_at_every_stage_boundary_the_study_gives_the_same_table() {
     let dir = tempfile::tempdir().unwrap();
     let preset = tiny_study(dir.path(), SEVEN_ROWS);
@@ -224,6 +226,7 @@ fn killed_at_every_stage_boundary_the_study_gives_the_same_table() {
 /// Seeds asked for one row after a plain run: the row's own seed is that run (not trained
 /// again), every other row keeps its results in the table, and no verdict changes.
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn seeds_for_one_row_keep_the_whole_table_and_reuse_the_configured_seed() {
     let dir = tempfile::tempdir().unwrap();
     let preset = tiny_study(dir.path(), SEVEN_ROWS);
@@ -258,6 +261,7 @@ fn seeds_for_one_row_keep_the_whole_table_and_reuse_the_configured_seed() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn seeds_train_each_training_row_once_per_seed() {
     let dir = tempfile::tempdir().unwrap();
     let rows = "[[rows]]\nname = \"Baseline\"\n[[rows]]\nname = \"Pruned-Baseline\"\nconfig = \"pruning.toml\"\n\
@@ -275,6 +279,7 @@ fn seeds_train_each_training_row_once_per_seed() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let preset = tiny_study(dir.path(), "[[rows]]\nname = \"Baseline\"\n");

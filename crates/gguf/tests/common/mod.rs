@@ -179,7 +179,7 @@ pub fn real_gguf() -> PathBuf {
 
 /// The project's read-only shared data (`../shared` relative to the workspace root).
 pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+    sweelol_fixtures::shared_dir()
 }
 
 /// Reads a gzip file to a string.

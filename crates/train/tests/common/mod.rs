@@ -12,7 +12,7 @@ use sweelol_train::config::train_section_hash;
 use sweelol_train::{TokenBatch, TrainOptions, TrainSection};
 
 pub fn tiny_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-gemma3")
+    sweelol_fixtures::shared("fixtures/tiny-gemma3")
 }
 
 /// The tiny random Gemma-3 (vocab 512, hidden 64, 4 layers) on `device`.
