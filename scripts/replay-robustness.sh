@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Replays issue 16's hostile-user cases against a built xtask and the real model, writing
+# Replays hostile-user cases against a built xtask and the real model, writing
 # a Markdown table (command, exit code, the message's key line) to $OUT/replay.md and the
 # full output of each case to $OUT/cases.log.
 #
@@ -107,5 +107,45 @@ case_ "eval --help: --limit" "^ +--limit" $X eval --help
 case_ "eval --help: --out" "^ +--out" $X eval --help
 case_ "eval --help: --num-fewshot" "^ +--num-fewshot" $X eval --help
 case_ "train --help: --config" "^ +--config" $X train --help
+# 7. context length (a prompt of the whole context that generates: docs/results/cpu-2core-long-prompt/)
+case_ "a 40,000-word prompt" "32768" sh -c '"$0" generate --prompt "$(python3 -c "print(\"a \" * 40000)")" --max-new-tokens 1' $X
+case_ "--max-new-tokens past the context" "32768" $X generate --prompt hi --max-new-tokens 40000
+case_ "a task named twice" "twice" $X eval --tasks $T,mmlu_abstract_algebra --limit 2 --out $S/dup
+
+# 8. Ctrl-C while the first group of documents is scored, then the same command again
+sigint_eval() {
+    "$X" eval --tasks hellaswag --limit 96 --out "$1" &
+    local pid=$!
+    # The task's file is opened just before its first group is scored.
+    for _ in $(seq 1 3000); do [ -f "$1/hellaswag.jsonl" ] && break; sleep 0.1; done
+    kill -INT $pid
+    wait $pid
+}
+case_ "Ctrl-C in the first group of 32 documents" "interrupted" sigint_eval $S/int
+case_ "... the lines written are whole" "^[0-9]" sh -c "python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' $S/int/hellaswag.jsonl && wc -l < $S/int/hellaswag.jsonl" _
+case_ "the same command again" "resumed" $X eval --tasks hellaswag --limit 96 --out $S/int
+case_ "... counts only the documents it scored in docs/s" "docs/s" python3 -c "import json; d = json.load(open('$S/int/summary.json')); print(f\"{d['docs_per_second']:.2f} docs/s over {d['seconds']:.1f} s\")"
+
+# 9. training: checks before the model loads, one run per directory
+base_cfg() { sed -e "s#^dir = .*#dir = \"$S/$1\"#" -e "s#^artifact_dir = .*#artifact_dir = \"$S/$1/adapter\"#" "$S/cfg/lora.toml"; }
+base_cfg big | sed -e 's/^n_train = .*/n_train = 20000/' > $S/cfg/big.toml
+case_ "n_train larger than Dolly" "n_train" $X train --config $S/cfg/big.toml
+base_cfg warm | sed -e 's/^warmup_steps = .*/warmup_steps = 100/' > $S/cfg/warm.toml
+case_ "warmup_steps past the last step" "warmup_steps" $X train --config $S/cfg/warm.toml
+base_cfg two | sed -e 's/^max_steps = .*/max_steps = 30/' > $S/cfg/two.toml
+$X train --config $S/cfg/two.toml > $S/two-first.log 2>&1 &
+TWO=$!
+for _ in $(seq 1 600); do [ -s $S/two/.lock ] && break; sleep 0.1; done
+case_ "a second training on the same directory" "in use" $X train --config $S/cfg/two.toml
+kill $TWO 2>/dev/null; wait $TWO 2>/dev/null
+
+# 10. the disk fills during evaluation (a 16 KiB tmpfs; needs root)
+mkdir -p $S/full
+if mount -t tmpfs -o size=16k tmpfs $S/full 2>/dev/null; then
+    case_ "disk full while scoring" "No space|space" $X eval --tasks $T --limit 100 --out $S/full/out
+    case_ "... files left: none empty, no temporary" "files" sh -c "echo files: \$(cd $S/full/out && ls -A | tr '\n' ' '); echo empty: \$(find $S/full/out -type f -empty ! -name .lock | wc -l); echo temporary: \$(find $S/full/out -name '*.tmp*' | wc -l)"
+    umount $S/full
+fi
+
 rm -rf "$S"
 echo "wrote $OUT/replay.md"

@@ -32,6 +32,9 @@ pub enum EvalError {
     /// An option that cannot work (e.g. `limit = 0`), found before any model work.
     #[error("{0}")]
     Invalid(String),
+    /// Ctrl-C or SIGTERM: the group being scored was finished and written first.
+    #[error("interrupted: {written} of {total} documents of {task} are in {}; run the same command again to resume", .path.display())]
+    Interrupted { task: String, written: usize, total: usize, path: PathBuf },
 }
 
 fn file_err(path: &Path, msg: impl ToString) -> EvalError {
@@ -40,8 +43,8 @@ fn file_err(path: &Path, msg: impl ToString) -> EvalError {
 
 /// Documents scored together ([`Scorer::score_docs`]), and written to `<task>.jsonl` as
 /// one: their forwards are batched within a token budget, and the head scores all their
-/// rows in one product (each product reads the whole 262144-row table). A rerun after an
-/// interruption rescores at most this many documents.
+/// rows in one product (each product reads the whole 262144-row table). Ctrl-C waits for
+/// the group in progress; a killed run rescores at most this many documents.
 const DOCS_PER_GROUP: usize = 32;
 
 /// What to evaluate and where the data lives.
@@ -253,6 +256,8 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
     let start = Instant::now();
     let mut summaries = Vec::new();
     let mut total_docs = 0;
+    // A signal stops the run after the group being scored is written, not in the middle.
+    let stoppable = sweelol_outdir::interrupt::Stoppable::start();
     for (name, task) in opts.tasks.iter().zip(&tasks) {
         let path = opts.out_dir.join(format!("{name}.jsonl"));
         let mut results = reusable(&path, task)?;
@@ -265,13 +270,25 @@ pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, Eval
         let bar = progress_bar(opts.show_progress, task.docs.len() as u64, name);
         bar.set_position(results.len() as u64);
         let task_start = Instant::now();
+        // A write that fails (a full disk) leaves no empty file behind; a torn last line is
+        // rescored by the next run (`reusable`).
+        let write_failed = |e: std::io::Error| {
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                std::fs::remove_file(&path).ok();
+            }
+            file_err(&path, e)
+        };
         for group in task.docs[results.len()..].chunks(DOCS_PER_GROUP) {
             for r in scorer.score_docs(group, task.reports_acc_norm)? {
-                writeln!(out, "{}", serde_json::to_string(&r).unwrap()).map_err(|e| file_err(&path, e))?;
+                writeln!(out, "{}", serde_json::to_string(&r).unwrap()).map_err(write_failed)?;
                 results.push(r);
                 bar.inc(1);
             }
-            out.flush().map_err(|e| file_err(&path, e))?;
+            out.flush().map_err(write_failed)?;
+            if stoppable.stop_requested() {
+                bar.finish_and_clear();
+                return Err(EvalError::Interrupted { task: name.clone(), written: results.len(), total: task.docs.len(), path: path.clone() });
+            }
         }
         bar.finish_and_clear();
         total_docs += task.docs.len() - reused;

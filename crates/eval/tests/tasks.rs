@@ -73,6 +73,7 @@ fn task_names_parse() {
 // ------------------------------------------------------------------ real data
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn real_doc_counts() {
     for (name, n) in [
         ("mmlu_formal_logic", 126),
@@ -127,6 +128,7 @@ fn golds_and_choice_counts_match_lm_eval_baseline() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn mmlu_abstract_algebra_doc0_zero_shot_text() {
     // data/mmlu/data/test/abstract_algebra_test.csv line 1:
     // "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.",0,4,2,6,B
@@ -145,6 +147,7 @@ fn mmlu_abstract_algebra_doc0_zero_shot_text() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn mmlu_two_shot_text_uses_first_dev_rows() {
     // dev rows 1-2 of abstract_algebra_dev.csv (answers B, B), then the test question.
     let t = task("mmlu_abstract_algebra", Some(1), 2);
@@ -201,6 +204,7 @@ fn mmlu_question_is_stripped_but_choices_are_not() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn hellaswag_doc0_text() {
     // Line 1: activity_label "Roof shingle removal", ctx_a "A man is sitting on a roof.", ctx_b "he",
     // label 3.
@@ -224,6 +228,7 @@ fn hellaswag_doc0_text() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn hellaswag_first_wikihow_doc_text() {
     // Line 3244 (doc 3243), the first WikiHow row: ctx_b is empty, brackets everywhere.
     let t = task("hellaswag", None, 0);
@@ -453,6 +458,7 @@ fn write_cais(root: &Path, subject: &str, split: &str) {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn mmlu_cais_parquet_layout_gives_the_same_docs_as_csv() {
     let root = temp_root("cais");
     write_cais(&root, "formal_logic", "test");

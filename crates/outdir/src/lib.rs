@@ -8,9 +8,11 @@
 //!   holder's pid.
 //! * [`sha256_file`] / [`sha256_files`]: the checksums identities and checkpoints use.
 //! * [`write_atomic`]: records that are whole or absent, never truncated.
+//! * [`interrupt`]: Ctrl-C or SIGTERM stops a run after the unit it is writing.
 
 mod atomic;
 mod checksum;
+pub mod interrupt;
 mod identity;
 mod lock;
 

@@ -22,7 +22,6 @@ pub mod data;
 pub mod error;
 pub mod host;
 pub mod host_head;
-pub mod interrupt;
 pub mod lookup;
 pub mod loss;
 pub mod masks;

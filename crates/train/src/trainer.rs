@@ -171,7 +171,7 @@ pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -
     let mut run = Run::new(opt, data, opts)?;
     let mut model = run.resume(model)?;
     run.open_outputs()?;
-    let training = crate::interrupt::Training::start();
+    let training = sweelol_outdir::interrupt::Stoppable::start();
     while run.step < run.total {
         if opts.stop_after.is_some_and(|s| run.step >= s) {
             run.interrupted = true;

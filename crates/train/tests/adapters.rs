@@ -55,6 +55,7 @@ fn weights<M: Module>(m: &M) -> BTreeMap<String, HostTensor> {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn adapters_train_alone_and_resume_reproduces_dropout() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: random_examples(10, 6, 12, 3, 512, 8), eval: random_examples(3, 6, 9, 3, 512, 9) };

@@ -72,6 +72,7 @@ fn step_dir(dir: &Path, step: usize) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn damaged_newest_checkpoint_falls_back_to_the_previous_and_still_matches_an_uninterrupted_run() {
     let device = Device::flex().autodiff();
     let whole = tempfile::tempdir().unwrap();
@@ -94,6 +95,7 @@ fn damaged_newest_checkpoint_falls_back_to_the_previous_and_still_matches_an_uni
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn no_usable_checkpoint_fails_with_the_recovery_command_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let opts = killed_run(dir.path());
@@ -109,6 +111,7 @@ fn no_usable_checkpoint_fails_with_the_recovery_command_and_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_changed_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = killed_run(dir.path());
@@ -120,6 +123,7 @@ fn a_changed_config_is_refused_naming_the_key() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_second_run_on_a_locked_directory_fails_at_once_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
     let _held = sweelol_outdir::DirLock::acquire(dir.path()).unwrap();

@@ -31,6 +31,7 @@ fn grads_of(model: &sweelol_gemma::Gemma3, loss: LossOutput) -> BTreeMap<String,
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn chunked_loss_and_gradients_match_full_logits() {
     let device = Device::flex().autodiff();
     let model = load_tiny(&device);
@@ -71,6 +72,7 @@ fn chunked_loss_and_gradients_match_full_logits() {
 /// host and adds their gradient to the table's by hand (`sweelol_train::lookup`); the
 /// reference differentiates burn's `embedding` with full logits.
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn the_lookup_outside_the_graph_gives_the_same_gradients() {
     let device = Device::flex().autodiff();
     let model = load_tiny(&device);
@@ -94,6 +96,7 @@ fn the_lookup_outside_the_graph_gives_the_same_gradients() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn eval_mode_loss_needs_no_autodiff() {
     let device = Device::flex();
     let model = load_tiny(&device);
@@ -105,6 +108,7 @@ fn eval_mode_loss_needs_no_autodiff() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn accumulated_micro_batches_equal_one_big_batch() {
     use sweelol_train::TrainableModel;
     let device = Device::flex().autodiff();

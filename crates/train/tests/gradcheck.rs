@@ -28,6 +28,7 @@ fn loss_f64(model: &Gemma3, tb: &TokenBatch, device: &Device) -> f64 {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn whole_model_gradients_match_central_differences() {
     let ad = Device::flex().autodiff();
     let plain = Device::flex();

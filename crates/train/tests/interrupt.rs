@@ -12,6 +12,7 @@ use common::*;
 use sweelol_train::{train, Dataset, TrainError, TrainSection};
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn sigint_during_training_checkpoints_the_step_and_the_rerun_resumes_from_it() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: random_examples(16, 6, 14, 3, 512, 5), eval: vec![] };

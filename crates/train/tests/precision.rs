@@ -12,6 +12,7 @@ use sweelol_train::config::train_section_hash;
 use sweelol_train::{params, train, Dataset, TrainSection, TrainableModel};
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn bf16_products_train_f32_weights_to_nearly_the_f32_result() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: counting_examples(12, 24, 3, 512, 1), eval: counting_examples(4, 24, 3, 512, 2) };
@@ -57,6 +58,7 @@ fn bf16_products_train_f32_weights_to_nearly_the_f32_result() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn the_model_reports_its_precision_to_the_loss() {
     // The held-out loss of one batch, in f32 and in bf16: close but not equal.
     let device = Device::flex().autodiff();

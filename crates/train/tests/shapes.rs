@@ -11,6 +11,7 @@ use sweelol_train::config::train_section_hash;
 use sweelol_train::{params, train, Dataset, TrainSection, TrainableModel};
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn padding_to_buckets_and_whole_rows_never_changes_the_loss() {
     let device = Device::flex().autodiff();
     let model = load_tiny(&device);
@@ -30,6 +31,7 @@ fn padding_to_buckets_and_whole_rows_never_changes_the_loss() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn a_padded_run_uses_one_shape_and_reaches_the_same_weights() {
     let device = Device::flex().autodiff();
     // 10 examples of 5..60 tokens, batch 4: batches of varied lengths and a short last one.

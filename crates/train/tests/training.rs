@@ -23,6 +23,7 @@ fn max_weight_diff(a: &BTreeMap<String, HostTensor>, b: &BTreeMap<String, HostTe
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn short_run_lowers_training_loss() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: counting_examples(32, 12, 10, 42, 1), eval: counting_examples(8, 12, 10, 42, 2) };
@@ -51,6 +52,7 @@ fn short_run_lowers_training_loss() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn resumed_run_reaches_the_same_weights() {
     let device = Device::flex().autodiff();
     // 12 examples, batch 2, 2 micro-batches a step: 3 steps an epoch; 7 steps cross two
@@ -131,6 +133,7 @@ impl TrainableModel for Poisoned {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn nan_loss_names_the_step_and_keeps_the_last_checkpoint() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: random_examples(8, 6, 10, 3, 512, 4), eval: vec![] };
@@ -169,6 +172,7 @@ impl TrainableModel for Partial {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn frozen_parameters_get_no_gradient_state_or_update() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: random_examples(8, 6, 10, 3, 512, 5), eval: vec![] };
@@ -199,6 +203,7 @@ fn frozen_parameters_get_no_gradient_state_or_update() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn weight_decay_applies_to_matrices_only() {
     let device = Device::flex().autodiff();
     let model = load_tiny(&device);
@@ -281,6 +286,7 @@ fn config_unknown_keys_are_errors_naming_file_and_key() {
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn batch_log_replays_exactly_what_was_trained_on() {
     let device = Device::flex().autodiff();
     let data = Dataset { train: random_examples(8, 6, 14, 3, 512, 31), eval: vec![] };

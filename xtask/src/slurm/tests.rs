@@ -38,6 +38,7 @@ fn option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 const ROWS: [&str; 7] = ["Baseline", "Pruned-Baseline", "Prompt-Tune", "Full-Finetune", "LoRA", "Finetuned-Pruned", "KD-Pruned"];
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn jobs_follow_the_rows_dependencies_and_a_resubmission_sends_only_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let preset = tiny_study(dir.path(), SEVEN_ROWS);
@@ -111,6 +112,7 @@ fn jobs_follow_the_rows_dependencies_and_a_resubmission_sends_only_what_is_missi
 }
 
 #[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn jobs_still_queued_are_kept_and_an_earlier_table_job_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let preset = tiny_study(dir.path(), SEVEN_ROWS);

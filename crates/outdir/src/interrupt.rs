@@ -1,12 +1,13 @@
-//! Ctrl-C (SIGINT) and SIGTERM (what Slurm sends at a time limit or `scancel`) during
-//! training: the step in progress finishes, a checkpoint of it is written, and the run
-//! stops with an error saying how to resume. A second signal stops the process at once,
-//! and outside training a signal stops it at once as it would without this module.
+//! Ctrl-C (SIGINT) and SIGTERM (what Slurm sends at a time limit or `scancel`) during work
+//! that writes an output directory: the unit in progress (a training step, a group of
+//! scored documents) finishes and is written, and the run stops with an error saying how
+//! to resume. A second signal stops the process at once, and outside such work a signal
+//! stops it at once as it would without this module.
 //!
 //! Each signal runs two actions, registered once per process: exit if `EXIT_NOW` is set,
-//! then set `EXIT_NOW` and `SIGNALLED`. `EXIT_NOW` is cleared only while some run trains
-//! ([`Training`]), so the first signal then only asks the runs to stop; runs training on
-//! other threads of the same process never stop one another.
+//! then set `EXIT_NOW` and `SIGNALLED`. `EXIT_NOW` is cleared only while some run works
+//! ([`Stoppable`]), so the first signal then only asks the runs to stop; runs on other
+//! threads of the same process never stop one another.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,12 +15,12 @@ use std::sync::{Arc, OnceLock};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 struct Flags {
-    /// A signal arrived while some run trained.
+    /// A signal arrived while some run worked.
     signalled: Arc<AtomicBool>,
     /// The next signal ends the process.
     exit_now: Arc<AtomicBool>,
-    /// Runs training now.
-    training: AtomicUsize,
+    /// Runs working now.
+    working: AtomicUsize,
 }
 
 static FLAGS: OnceLock<Flags> = OnceLock::new();
@@ -31,7 +32,7 @@ fn flags() -> &'static Flags {
         let flags = Flags {
             signalled: Arc::new(AtomicBool::new(false)),
             exit_now: Arc::new(AtomicBool::new(true)),
-            training: AtomicUsize::new(0),
+            working: AtomicUsize::new(0),
         };
         for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
             // Registration fails only for signals that cannot be caught; these can.
@@ -43,18 +44,18 @@ fn flags() -> &'static Flags {
     })
 }
 
-/// While one is alive, a signal asks the runs to stop after their step instead of stopping
-/// the process; when the last is dropped, a signal stops the process at once again.
-pub struct Training(());
+/// While one is alive, a signal asks the runs to stop at their next safe point instead of
+/// stopping the process; when the last is dropped, a signal stops the process at once again.
+pub struct Stoppable(());
 
-impl Training {
-    pub fn start() -> Training {
+impl Stoppable {
+    pub fn start() -> Stoppable {
         let f = flags();
-        if f.training.fetch_add(1, Ordering::SeqCst) == 0 {
+        if f.working.fetch_add(1, Ordering::SeqCst) == 0 {
             f.signalled.store(false, Ordering::SeqCst);
             f.exit_now.store(false, Ordering::SeqCst);
         }
-        Training(())
+        Stoppable(())
     }
 
     /// Whether a signal asked the runs to stop.
@@ -63,10 +64,10 @@ impl Training {
     }
 }
 
-impl Drop for Training {
+impl Drop for Stoppable {
     fn drop(&mut self) {
         let f = flags();
-        if f.training.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if f.working.fetch_sub(1, Ordering::SeqCst) == 1 {
             f.exit_now.store(true, Ordering::SeqCst);
         }
     }
