@@ -80,9 +80,15 @@ pub fn check_context(model: &Gemma3, virtual_tokens: usize, prompt_len: usize, m
         return Ok(());
     }
     let prefix = if virtual_tokens > 0 { format!(" after {virtual_tokens} virtual tokens") } else { String::new() };
+    let room = context.saturating_sub(virtual_tokens + prompt_len);
+    // A prompt that fills the context alone can only be shortened.
+    let fix = if room == 0 {
+        format!("shorten the prompt to at most {} tokens", context.saturating_sub(virtual_tokens + max_new_tokens.max(1)))
+    } else {
+        format!("shorten the prompt or ask for at most {room} new tokens")
+    };
     Err(crate::GemmaError::Other(format!(
-        "the prompt is {prompt_len} tokens{prefix} and --max-new-tokens is {max_new_tokens}: {total} positions, more than the model's context of {context} tokens; shorten the prompt or ask for at most {} new tokens",
-        context.saturating_sub(virtual_tokens + prompt_len)
+        "the prompt is {prompt_len} tokens{prefix} and --max-new-tokens is {max_new_tokens}: {total} positions, more than the model's context of {context} tokens; {fix}"
     )))
 }
 

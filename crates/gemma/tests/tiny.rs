@@ -200,4 +200,8 @@ fn a_request_past_the_context_is_refused_naming_the_numbers() {
     assert!(msg.contains("at most 10 new tokens"), "{msg}");
     let msg = check_context(&model, 20, context, 1).unwrap_err().to_string();
     assert!(msg.contains("after 20 virtual tokens"), "{msg}");
+    // A prompt longer than the context alone: no number of new tokens fits, so the message
+    // says how long the prompt may be instead.
+    let msg = check_context(&model, 0, context + 5, 1).unwrap_err().to_string();
+    assert!(msg.contains(&format!("shorten the prompt to at most {} tokens", context - 1)) && !msg.contains("new tokens"), "{msg}");
 }
