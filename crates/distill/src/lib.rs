@@ -43,7 +43,7 @@ pub mod host;
 pub mod loss;
 pub mod topk;
 mod train;
-pub use train::{run, KdModel, TECHNIQUE};
+pub use train::{run, KdModel, TeacherTable, TECHNIQUE};
 
 pub use config::{DistillConfig, Divergence, TeacherLogits};
 pub use divergence::divergence_rows;

@@ -116,9 +116,9 @@ impl TrainableModel for KdModel {
         let t_rows = t_hidden.reshape([b * t, h]).select(0, pos);
         let softcap = self.teacher.config.final_logit_softcapping;
         let targets = &batch.targets.ids;
-        let needs_grad = hidden.is_tracked() || self.student.embed_tokens.val().is_require_grad();
-        if let Some(table) = self.teacher_table.as_ref().filter(|_| needs_grad && n > 0 && self.cfg.divergence == Divergence::ForwardKl) {
-            // The fused host head: the teacher's logits per chunk from its host table.
+        if let Some(table) = self.teacher_table.as_ref().filter(|_| n > 0 && self.cfg.divergence == Divergence::ForwardKl) {
+            // The fused host head, for training steps and the held-out loss alike: the
+            // teacher's logits per chunk from its host table, never a device copy of it.
             let t_rows = host_f32(t_rows.inner());
             let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), table.rows());
             // `run` checked that teacher and student share the vocabulary.
@@ -155,11 +155,9 @@ impl TrainableModel for KdModel {
             })
             .with_lookup(lookup);
         }
-        let t_embed = match &self.teacher_table {
-            // Held-out loss (no gradient): a device copy of the table for this call.
-            Some(table) => Tensor::from_data((*table.data).clone(), &device),
-            None => self.teacher.embed_tokens.val().detach(),
-        };
+        // Other backends and divergences read the teacher's own table. With the host table
+        // taken out, only an empty batch gets here, and its loss reads no table.
+        let t_embed = self.teacher.embed_tokens.val().detach();
         chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
             let sdev = student_logits.device();
             let teacher_logits = tied_head_logits(t_rows.clone().narrow(0, rows.start, rows.len()), t_embed.clone(), softcap, self.teacher.precision());

@@ -218,7 +218,8 @@ fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: u
 /// (`[rows.len(), V]`, before soft-capping) of the gathered positions `positions[rows]`,
 /// turns them in place into `scale ×` the gradient of their summed loss, and returns that
 /// summed loss (unscaled). `scale` is `1 / denom`. Call it only on a host device
-/// model ([`sweelol_gemma::host::host_head_kernels`]) and with something that needs a gradient.
+/// model ([`sweelol_gemma::host::host_head_kernels`]); when nothing needs a gradient (a
+/// held-out loss) it returns the value alone, holding one chunk of logits at a time.
 pub fn host_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, row_grad: F) -> LossOutput
 where
     F: FnMut(Range<usize>, &mut [f32], f32) -> f64,
@@ -254,10 +255,13 @@ where
         };
         host_head::fused(&inputs, chunk_rows, need_rows, need_embed, |r, z| row_grad(r, z, scale))
     });
+    let value = g.loss_sum / denom;
+    if !need_rows && !need_embed {
+        return LossOutput::new(Tensor::from_data(TensorData::new(vec![value as f32], [1]), &device), value, n);
+    }
     let d_embed = g.d_embed.map(|d| d.finish(rows_slice, vocab, h));
     let plain = device.clone().inner();
     let d_rows = g.d_rows.map(|d| Tensor::<2>::from_data(TensorData::new(d, [n, h]), &plain));
     let d_embed = d_embed.map(|d| Tensor::<2>::from_data(TensorData::new(d, [vocab, h]), &plain));
-    let value = g.loss_sum / denom;
     attach_gradients(lm, rows, d_rows, d_embed, value, n)
 }
