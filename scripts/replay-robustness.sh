@@ -109,6 +109,7 @@ case_ "eval --help: --num-fewshot" "^ +--num-fewshot" $X eval --help
 case_ "train --help: --config" "^ +--config" $X train --help
 # 7. context length (a prompt of the whole context that generates: docs/results/cpu-2core-long-prompt/)
 case_ "a 40,000-word prompt" "32768" sh -c '"$0" generate --prompt "$(python3 -c "print(\"a \" * 40000)")" --max-new-tokens 1' $X
+case_ "a prompt of 32,751 tokens and 8 new ones: 32,759 of 32,768 positions (minutes)" "Maximum resident" sh -c '/usr/bin/time -v "$0" generate --prompt "$(python3 -c "print(\"0123456789\" * 3275, end=\"\")")" --max-new-tokens 8' $X
 case_ "--max-new-tokens past the context" "32768" $X generate --prompt hi --max-new-tokens 40000
 case_ "a task named twice" "twice" $X eval --tasks $T,mmlu_abstract_algebra --limit 2 --out $S/dup
 
