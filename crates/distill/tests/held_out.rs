@@ -6,13 +6,11 @@ use burn::module::Param;
 use burn::tensor::Device;
 use sweelol_distill::{DistillConfig, KdModel};
 use sweelol_dolly::TokenizedExample;
-use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
+use sweelol_gemma::Gemma3;
 use sweelol_train::{evaluate, testing};
 
 fn load_tiny() -> Gemma3 {
-    let dir = testing::tiny_fixture_dir();
-    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
-    Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), &Device::flex()).unwrap()
+    testing::tiny_fixture_model(&Device::flex()).unwrap()
 }
 
 /// Sequences of `<bos>` then ids 3.., lengths 9 to 23, the first 3 tokens unscored.

@@ -3,13 +3,11 @@
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
+use sweelol_gemma::Gemma3;
 use sweelol_lora::{attach, load_peft, merge, save_peft, trainable_params, LoraConfig};
 
 fn tiny(device: &Device) -> Gemma3 {
-    let dir = sweelol_fixtures::shared("fixtures/tiny-gemma3");
-    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
-    Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), device).unwrap()
+    sweelol_train::testing::tiny_fixture_model(device).unwrap()
 }
 
 fn logits(model: &Gemma3, device: &Device) -> Vec<f32> {

@@ -2,13 +2,11 @@
 
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
+use sweelol_gemma::Gemma3;
 use sweelol_prompt_tuning::{PromptTuned, PromptTuningConfig};
 
 fn tiny(device: &Device) -> Gemma3 {
-    let dir = sweelol_fixtures::shared("fixtures/tiny-gemma3");
-    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
-    Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), device).unwrap()
+    sweelol_train::testing::tiny_fixture_model(device).unwrap()
 }
 
 fn vec(t: Tensor<3>) -> Vec<f32> {

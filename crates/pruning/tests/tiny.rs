@@ -6,17 +6,11 @@ use std::path::PathBuf;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use sweelol_gemma::{Gemma3, GemmaConfig, HostTensor, WeightMap};
+use sweelol_gemma::{Gemma3, HostTensor, WeightMap};
 use sweelol_pruning::{export, prune, sparsity_report, Masks, PruningConfig, PruningError, Scope, EMBED_NAME, REPORT_FILE};
 
-fn fixture(rel: &str) -> PathBuf {
-    sweelol_fixtures::shared("fixtures").join(rel)
-}
-
 fn load_tiny(device: &Device) -> Gemma3 {
-    let dir = fixture("tiny-gemma3");
-    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
-    Gemma3::from_weights(&cfg, WeightMap::read_safetensors_dir(&dir).unwrap(), device).unwrap()
+    sweelol_train::testing::tiny_fixture_model(device).unwrap()
 }
 
 fn tmp_dir(name: &str) -> PathBuf {

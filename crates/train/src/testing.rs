@@ -35,6 +35,13 @@ pub fn tiny_fixture_dir() -> PathBuf {
     shared_dir().join("fixtures/tiny-gemma3")
 }
 
+/// The tiny fixture model (vocabulary 512, hidden size 64, 4 layers) on `device`.
+pub fn tiny_fixture_model(device: &Device) -> Result<Gemma3> {
+    let dir = tiny_fixture_dir();
+    let config = GemmaConfig::from_file(&dir.join("config.json"))?;
+    Ok(Gemma3::from_weights(&config, WeightMap::read_safetensors_dir(&dir)?, device)?)
+}
+
 /// Writes the tiny fixture model, its vocabulary widened to the real tokenizer's (seeded
 /// random embedding rows, N(0, 0.02)-like), as a transformers directory `dir` with the real
 /// tokenizer, and returns `dir`. Loads with `sweelol_gemma::load_pretrained(dir)`.

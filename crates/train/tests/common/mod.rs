@@ -1,26 +1,19 @@
 //! Shared helpers: the tiny fixture model and synthetic token data.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sweelol_dolly::{bucketed_batches, TokenizedExample};
-use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
+use sweelol_gemma::Gemma3;
 use sweelol_train::config::train_section_hash;
 use sweelol_train::{TokenBatch, TrainOptions, TrainSection};
 
-pub fn tiny_dir() -> PathBuf {
-    sweelol_fixtures::shared("fixtures/tiny-gemma3")
-}
-
 /// The tiny random Gemma-3 (vocab 512, hidden 64, 4 layers) on `device`.
 pub fn load_tiny(device: &Device) -> Gemma3 {
-    let dir = tiny_dir();
-    let cfg = GemmaConfig::from_file(&dir.join("config.json")).unwrap();
-    let weights = WeightMap::read_safetensors_dir(&dir).unwrap();
-    Gemma3::from_weights(&cfg, weights, device).unwrap()
+    sweelol_train::testing::tiny_fixture_model(device).unwrap()
 }
 
 /// Random sequences: `<bos>` then ids in `lo..hi`, lengths in `min_len..=max_len`, the
