@@ -90,7 +90,7 @@ class Technique:
         elif kind == "prompt-tuning":
             from peft import PromptTuningConfig, get_peft_model
 
-            model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=t["num_virtual_tokens"]))
+            model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=t["prompt_tuning"]["num_virtual_tokens"]))
         if "pruning" in t:
             self.masks = magnitude_masks(model, t["pruning"]["sparsity"], t["pruning"]["target_modules"])
         if kind == "distill":

@@ -17,9 +17,9 @@ use sweelol_eval::tasks::{load_task, parse_task_name, STUDY_TASKS};
 use sweelol_eval::{evaluate, EvalOptions, Scorer};
 use sweelol_gemma::Precision;
 
-use crate::config::{self, TechniqueConfig, TechniqueRun};
-use crate::model_loading::{load_model, LoadedModel};
-use crate::report::{peak_rss_mib, reset_peak_rss};
+use sweelol_study::technique::{self as config, TechniqueName, TechniqueRun};
+use sweelol_study::model_loading::{load_model, LoadedModel};
+use sweelol_study::report::{peak_rss_mib, reset_peak_rss};
 
 /// The five training techniques, by their config file in configs/.
 pub const TECHNIQUES: [&str; 5] = ["full-finetune", "lora", "prompt-tuning", "finetuned-pruned", "kd-pruned"];
@@ -99,7 +99,7 @@ fn steady_steps(metrics: &Path) -> Result<Steps> {
 /// Batch 4 × up to 256 (real Dolly rows, response-only loss), no eval or checkpoints in
 /// the timing; the batches go to `batches.jsonl` beside the metrics.
 fn bench_sized(cfg: &mut TechniqueRun, opts: &BenchOptions, dir: &Path) {
-    crate::train::redirect_outputs(cfg, dir);
+    sweelol_study::train::redirect_outputs(cfg, dir);
     let steps = opts.steps;
     let run = &mut cfg.run;
     if opts.model != sweelol_sources::GEMMA3_270M_GGUF {
@@ -141,48 +141,38 @@ fn torch_settings(cfg: &TechniqueRun, batches: &Path) -> Value {
         "clip_norm": t.clip_norm,
     });
     let obj = s.as_object_mut().expect("object");
-    let (kind, extra) = match &cfg.technique {
-        TechniqueConfig::FullFinetune(_) => ("full-finetune", None),
-        TechniqueConfig::Lora(l) => ("lora", Some(("lora", json!(l)))),
-        TechniqueConfig::PromptTuning(p) => ("prompt-tuning", Some(("num_virtual_tokens", json!(p.num_virtual_tokens)))),
-        TechniqueConfig::Pruning(p) => ("pruning", Some(("pruning", json!(p)))),
-        TechniqueConfig::Distill(d) => ("distill", Some(("distill", json!(d)))),
-    };
-    obj.insert("kind".into(), json!(kind));
-    if let Some((k, v)) = extra {
-        obj.insert(k.into(), v);
-    }
+    let name = cfg.technique.name();
+    obj.insert("kind".into(), json!(name.as_str()));
+    obj.insert(name.table().into(), cfg.technique.settings_json());
     s
 }
 
 /// Trains each technique for `steps + 1` steps; returns our numbers and the spec entries.
 fn bench_training(opts: &BenchOptions, scratch: &Path, device: &Device) -> Result<(Map<String, Value>, Map<String, Value>)> {
-    let root = crate::repo_root();
+    let root = sweelol_study::paths::repo_root();
     let (teacher, pruned) = (scratch.join("teacher"), scratch.join("pruned"));
     let mut ours = Map::new();
     let mut spec = Map::new();
     for name in plan(&opts.only)? {
         let mut cfg = config::load(&root.join("configs").join(format!("{name}.toml")))
             .with_context(|| format!("configs/{name}.toml"))?;
-        cfg.run.data.path = crate::data_fetch::dolly_path(&cfg.run.data.path)?;
+        cfg.run.data.path = sweelol_study::data_fetch::dolly_path(&cfg.run.data.path)?;
         let dir = scratch.join(name);
         bench_sized(&mut cfg, opts, &dir);
         let mut torch = torch_settings(&cfg, &dir.join("batches.jsonl"));
-        if let TechniqueConfig::Distill(_) = cfg.technique {
+        if cfg.technique.name() == TechniqueName::Distill {
             // The KD bench distils the (barely trained) full fine-tune into the pruned
             // model, as the study does; PyTorch prunes its student the same way.
             let student = pruned.join("model");
-            cfg.start_from(student.display().to_string(), Some(student.join(sweelol_pruning::MASKS_FILE)));
+            cfg.start_from(student.display().to_string(), Some(student.join(sweelol_train::masks::MASKS_FILE)));
             cfg.set_teacher(teacher.join("model").display().to_string())?;
             let pruning = config::load(&root.join("configs/finetuned-pruned.toml"))?;
-            if let TechniqueConfig::Pruning(p) = pruning.technique {
-                torch["pruning"] = json!(p);
-            }
+            torch["pruning"] = pruning.technique.settings_json();
         }
         eprintln!("bench: {name}");
         reset_peak_rss();
         let t0 = Instant::now();
-        let result = crate::train::run_technique(&cfg, device)?;
+        let result = sweelol_study::train::run_technique(&cfg, device)?;
         let keep_as = match name {
             "full-finetune" => Some(&teacher),
             "finetuned-pruned" => Some(&pruned),
@@ -212,7 +202,7 @@ fn bench_eval(loaded: &LoadedModel, docs: usize, shapes: &sweelol_gemma::ShapeBu
     let mut scorer = Scorer::new(&loaded.model, &loaded.tokenizer);
     scorer.shapes = shapes.clone();
     let tasks: Vec<String> = STUDY_TASKS.iter().map(|t| t.to_string()).collect();
-    let data_root = crate::data_fetch::eval_data_root(&crate::default_data_root(), &tasks, 0)?;
+    let data_root = sweelol_study::data_fetch::eval_data_root(&sweelol_study::paths::default_data_root(), &tasks, 0)?;
     let mut ours = Map::new();
     let mut requests = Map::new();
     let mut shapes_before = 0;
@@ -264,7 +254,7 @@ fn export_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
 }
 
 fn run_python(python: &Path, spec: &Path, out: &Path) -> Result<Value> {
-    let script = crate::repo_root().join("tests/python/bench_torch.py");
+    let script = sweelol_study::paths::repo_root().join("tests/python/bench_torch.py");
     eprintln!("bench: PyTorch ({} {})", python.display(), script.display());
     let status = std::process::Command::new(python)
         .arg(&script)
@@ -300,6 +290,33 @@ fn compare_decisions(ours: &[DocResult], torch_lls: &[Value], requests: &[Value]
     json!({"decisions_equal": same, "docs": ours.len(), "max_abs_loglikelihood_diff": worst})
 }
 
+/// Puts PyTorch's side of the bench (`torch`, as `tests/python/bench_torch.py` writes it)
+/// beside ours: per technique its tokens/s, phases, losses and `vs_torch` (ours / theirs);
+/// per task its documents/s, `vs_torch` and whether the decisions agree. Returns the
+/// report's `torch` summary.
+fn merge_torch(train: &mut Map<String, Value>, eval: &mut Map<String, Value>, torch: &Value, requests: &Value) -> Result<Value> {
+    for (name, ours) in train.iter_mut() {
+        let theirs = &torch["train_step"][name];
+        ours["torch_tokens_per_s"] = theirs["tokens_per_s"].clone();
+        ours["vs_torch"] = ratio(ours["tokens_per_s"].as_f64(), theirs["tokens_per_s"].as_f64());
+        ours["torch_phases"] = theirs.get("phases").cloned().unwrap_or(Value::Null);
+        ours["torch_losses"] = theirs["losses"].clone();
+    }
+    for (task, ours) in eval.iter_mut() {
+        let theirs = &torch["eval"][task];
+        ours["torch_docs_per_s"] = theirs["docs_per_s"].clone();
+        ours["vs_torch"] = ratio(ours["docs_per_s"].as_f64(), theirs["docs_per_s"].as_f64());
+        let results: Vec<DocResult> = serde_json::from_value(ours["results"].clone())?;
+        let lls = theirs["loglikelihoods"].as_array().cloned().unwrap_or_default();
+        let reqs = requests[task].as_array().cloned().unwrap_or_default();
+        ours["vs_lm_eval_scoring"] = compare_decisions(&results, &lls, &reqs);
+    }
+    Ok(json!({
+        "versions": torch["versions"], "threads": torch["threads"], "device": torch["device"],
+        "peak_rss_mib": torch["peak_rss_mib"],
+    }))
+}
+
 fn ratio(ours: Option<f64>, torch: Option<f64>) -> Value {
     match (ours, torch) {
         (Some(a), Some(b)) if b > 0.0 => json!(a / b),
@@ -325,7 +342,7 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
     let mut report = json!({
         "backend": opts.backend,
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "versions": {"sweelol": env!("CARGO_PKG_VERSION"), "commit": crate::report::git_commit(), "burn": "0.22.1"},
+        "versions": {"sweelol": env!("CARGO_PKG_VERSION"), "commit": sweelol_study::report::git_commit(), "burn": "0.22.1"},
         "peak_rss_mib": our_rss,
         "eval_peak_rss_mib": eval_rss,
         "model": opts.model,
@@ -346,26 +363,7 @@ pub fn run_bench(opts: &BenchOptions, device: &Device) -> Result<()> {
         let spec_path = scratch.join("torch-spec.json");
         std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)?)?;
         let torch = run_python(python, &spec_path, &scratch.join("torch.json"))?;
-        for (name, ours) in train.iter_mut() {
-            let theirs = &torch["train_step"][name];
-            ours["torch_tokens_per_s"] = theirs["tokens_per_s"].clone();
-            ours["vs_torch"] = ratio(ours["tokens_per_s"].as_f64(), theirs["tokens_per_s"].as_f64());
-            ours["torch_phases"] = theirs.get("phases").cloned().unwrap_or(Value::Null);
-            ours["torch_losses"] = theirs["losses"].clone();
-        }
-        for (task, ours) in eval.iter_mut() {
-            let theirs = &torch["eval"][task];
-            ours["torch_docs_per_s"] = theirs["docs_per_s"].clone();
-            ours["vs_torch"] = ratio(ours["docs_per_s"].as_f64(), theirs["docs_per_s"].as_f64());
-            let results: Vec<DocResult> = serde_json::from_value(ours["results"].clone())?;
-            let lls = theirs["loglikelihoods"].as_array().cloned().unwrap_or_default();
-            let reqs = requests[task].as_array().cloned().unwrap_or_default();
-            ours["vs_lm_eval_scoring"] = compare_decisions(&results, &lls, &reqs);
-        }
-        report["torch"] = json!({
-            "versions": torch["versions"], "threads": torch["threads"], "device": torch["device"],
-            "peak_rss_mib": torch["peak_rss_mib"],
-        });
+        report["torch"] = merge_torch(&mut train, &mut eval, &torch, &requests)?;
     }
     for ours in eval.values_mut() {
         ours.as_object_mut().expect("object").remove("results");
@@ -443,7 +441,7 @@ print(json.dumps({"rows": out, "torch": torch.__version__, "threads": torch.get_
     let report = json!({
         "bf16_kernel": gemm_bf16::kernel().name(),
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "commit": crate::report::git_commit(),
+        "commit": sweelol_study::report::git_commit(),
         "products": rows,
     });
     if let Some(parent) = out.parent() {
@@ -485,4 +483,83 @@ fn head_bench_rows(best: &dyn Fn(&mut dyn FnMut()) -> f64, n: usize) -> Value {
         out[format!("head_{}_s", precision.as_str())] = json!(best(&mut call));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(doc_id: usize, gold: usize, lls: &[f64]) -> Value {
+        let best = argmax(lls);
+        json!(DocResult { doc_id, gold, loglikelihoods: lls.to_vec(), acc: (best == gold) as u8 as f64, acc_norm: Some(0.0) })
+    }
+
+    #[test]
+    fn pytorch_numbers_go_beside_ours_with_ratios_and_decisions() {
+        let mut train = Map::new();
+        train.insert("lora".into(), json!({"tokens_per_s": 240.0}));
+        train.insert("kd-pruned".into(), json!({"tokens_per_s": 90.0}));
+        let mut eval = Map::new();
+        let results = [doc(0, 1, &[-5.0, -4.0]), doc(1, 0, &[-3.0, -2.0]), doc(2, 0, &[-10.0, -12.0])];
+        eval.insert("hellaswag".into(), json!({"docs_per_s": 8.0, "results": results}));
+        // Doc 0 agrees; doc 1's acc decision differs (-1.9 beats -2.0); doc 2's acc agrees but
+        // its acc_norm does not (per character: ours -1.0 vs -0.4, theirs -1.0 vs -1.0333).
+        let torch = json!({
+            "train_step": {"lora": {"tokens_per_s": 80.0, "losses": [3.0, 2.5], "phases": {"forward_s": 0.5}}},
+            "eval": {"hellaswag": {"docs_per_s": 2.0, "loglikelihoods": [[-5.0001, -4.0], [-1.9, -2.0], [-10.0, -31.0]]}},
+            "versions": {"torch": "2.9.0"}, "threads": 2, "device": "cpu", "peak_rss_mib": 14800.0,
+        });
+        let requests = json!({"hellaswag": [{"choice_chars": [10, 10]}, {"choice_chars": [10, 10]}, {"choice_chars": [10, 30]}]});
+        let summary = merge_torch(&mut train, &mut eval, &torch, &requests).unwrap();
+
+        assert_eq!(summary, json!({"versions": {"torch": "2.9.0"}, "threads": 2, "device": "cpu", "peak_rss_mib": 14800.0}));
+        assert_eq!(train["lora"]["vs_torch"], json!(3.0));
+        assert_eq!(train["lora"]["torch_tokens_per_s"], json!(80.0));
+        assert_eq!(train["lora"]["torch_losses"], json!([3.0, 2.5]));
+        assert_eq!(train["lora"]["torch_phases"], json!({"forward_s": 0.5}));
+        // A technique PyTorch did not run has no ratio rather than a made-up one.
+        assert_eq!(train["kd-pruned"]["vs_torch"], Value::Null);
+        assert_eq!(train["kd-pruned"]["torch_phases"], Value::Null);
+
+        let hs = &eval["hellaswag"];
+        assert_eq!(hs["vs_torch"], json!(4.0));
+        assert_eq!(hs["torch_docs_per_s"], json!(2.0));
+        let scoring = &hs["vs_lm_eval_scoring"];
+        assert_eq!((scoring["decisions_equal"].as_u64(), scoring["docs"].as_u64()), (Some(1), Some(3)));
+        let worst = scoring["max_abs_loglikelihood_diff"].as_f64().unwrap();
+        assert!((worst - 19.0).abs() < 1e-9, "{worst}");
+    }
+
+    #[test]
+    fn steady_steps_leave_out_the_warm_up_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let lines = [
+            r#"{"kind": "eval", "loss": 9.0}"#,
+            r#"{"kind": "train", "loss": 4.0, "lr": 1e-5, "tokens": 1000, "step_s": 10.0, "new_shapes": 1, "phases": {"forward_s": 5.0}}"#,
+            r#"{"kind": "train", "loss": 3.0, "lr": 2e-5, "tokens": 800, "step_s": 2.0, "new_shapes": 0, "phases": {"forward_s": 1.0, "optimizer_s": 0.2}}"#,
+            r#"{"kind": "train", "loss": 2.5, "lr": 3e-5, "tokens": 1000, "step_s": 3.0, "new_shapes": 1, "phases": {"forward_s": 2.0}}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let s = steady_steps(&path).unwrap();
+        assert_eq!(s.tokens_per_s, 360.0, "1,800 tokens in 5 s after the warm-up");
+        assert_eq!((s.warmup_step_s, s.distinct_shapes), (10.0, 2.0));
+        assert_eq!((s.losses, s.lrs), (vec![4.0, 3.0, 2.5], vec![1e-5, 2e-5, 3e-5]));
+        assert_eq!(s.phases["forward_s"], json!(1.5));
+        assert_eq!(s.phases["optimizer_s"], json!(0.1));
+        assert_eq!(s.phases["data_s"], json!(0.0));
+
+        std::fs::write(&path, lines[..2].join("\n")).unwrap();
+        let msg = steady_steps(&path).err().unwrap().to_string();
+        assert!(msg.contains("metrics.jsonl: no timed step after the warm-up"), "{msg}");
+    }
+
+    #[test]
+    fn only_adds_what_kd_pruned_is_built_on_and_refuses_unknown_names() {
+        assert_eq!(plan(&None).unwrap(), TECHNIQUES);
+        assert_eq!(plan(&Some(vec!["lora".into()])).unwrap(), ["lora"]);
+        assert_eq!(plan(&Some(vec!["kd-pruned".into()])).unwrap(), ["full-finetune", "finetuned-pruned", "kd-pruned"]);
+        let msg = plan(&Some(vec!["qlora".into()])).unwrap_err().to_string();
+        assert!(msg.contains("unknown technique `qlora`"), "{msg}");
+    }
 }

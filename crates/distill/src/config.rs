@@ -6,8 +6,6 @@
 //! temperature = 2.0             # both distributions are softened by T; the KD term is scaled by T²
 //! divergence = "forward_kl"     # "forward_kl" | "reverse_kl" | "jsd"
 //! # beta = 0.5                  # only with divergence = "jsd"
-//! teacher_logits = "on_the_fly" # "on_the_fly" | "top_k"
-//! # k = 64                      # only with teacher_logits = "top_k"
 //! teacher = "path/to/teacher"   # teacher model source (required for training)
 //! # masks = "path/to/pruning_masks.safetensors"   # keep a pruned student's zeros
 //! ```
@@ -37,22 +35,6 @@ pub enum Divergence {
     Jsd,
 }
 
-/// Where the teacher's logits come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TeacherLogits {
-    /// The teacher runs beside the student on every batch. Exact (full vocabulary) and needs
-    /// no disk, at the price of a teacher forward pass per step.
-    #[default]
-    OnTheFly,
-    /// Teacher logits are computed once and cached as the `k` largest logits and their ids
-    /// per response token (`8·k` bytes a token: 512 B at k = 64). Both distributions are
-    /// renormalised over those `k` ids, so the KD term only shapes the student within the
-    /// teacher's top k; the CE term still uses the full vocabulary. Equals `on_the_fly`
-    /// when `k` is the vocabulary size.
-    TopK,
-}
-
 /// Distillation hyper-parameters. Every field has a default, so `[distill]` may be empty.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,11 +50,6 @@ pub struct DistillConfig {
     /// β of the generalized JSD, in [0, 1] (default 0.5, symmetric JSD). Only with
     /// `divergence = "jsd"`.
     pub beta: Option<f64>,
-    /// `on_the_fly` (default) or `top_k`.
-    pub teacher_logits: TeacherLogits,
-    /// Number of cached teacher logits per token (default 64). Only with
-    /// `teacher_logits = "top_k"`.
-    pub k: Option<usize>,
     /// The teacher model, as any source `sweelol_gemma::load_pretrained` accepts (a path is
     /// relative to the config file). Required to train.
     pub teacher: Option<String>,
@@ -83,7 +60,6 @@ pub struct DistillConfig {
 }
 
 pub const DEFAULT_BETA: f64 = 0.5;
-pub const DEFAULT_TOP_K: usize = 64;
 
 impl Default for DistillConfig {
     fn default() -> Self {
@@ -92,8 +68,6 @@ impl Default for DistillConfig {
             temperature: 2.0,
             divergence: Divergence::ForwardKl,
             beta: None,
-            teacher_logits: TeacherLogits::OnTheFly,
-            k: None,
             teacher: None,
             masks: None,
         }
@@ -114,11 +88,6 @@ impl DistillConfig {
         self.beta.unwrap_or(DEFAULT_BETA)
     }
 
-    /// `Some(k)` when teacher logits come from a top-k cache.
-    pub fn top_k(&self) -> Option<usize> {
-        (self.teacher_logits == TeacherLogits::TopK).then(|| self.k.unwrap_or(DEFAULT_TOP_K))
-    }
-
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(DistillError::Config(m));
         if !(0.0..=1.0).contains(&self.alpha) {
@@ -134,11 +103,6 @@ impl DistillConfig {
             (Divergence::ForwardKl | Divergence::ReverseKl, Some(_)) => {
                 return err("`beta` only applies to divergence = \"jsd\"".into())
             }
-            _ => {}
-        }
-        match (self.teacher_logits, self.k) {
-            (TeacherLogits::TopK, Some(0)) => return err("k must be at least 1".into()),
-            (TeacherLogits::OnTheFly, Some(_)) => return err("`k` only applies to teacher_logits = \"top_k\"".into()),
             _ => {}
         }
         Ok(())

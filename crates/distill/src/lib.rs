@@ -1,10 +1,11 @@
 //! Knowledge distillation for sweelol: the student learns from a teacher's softened
 //! next-token distribution as well as from the data.
 //!
-//! - [`config`]: the `[distill]` table (alpha, temperature, divergence, teacher logits).
+//! - [`config`]: the `[distill]` table (alpha, temperature, divergence, teacher, masks).
 //! - [`divergence`]: forward KL (Hinton), reverse KL, generalized JSD (GKD), per row.
 //! - [`loss`]: [`kd_loss`] on full teacher logits, [`kd_loss_topk`] on cached top-k.
-//! - [`topk`]: computing and caching a teacher's top-k logits.
+//! - [`topk`]: a teacher's top-k logits and their cache, for losses against a stored teacher
+//!   (training runs the teacher beside the student and uses every logit).
 //! - [`run`]: a student (`[model] source`, optionally with a masks file whose zeros it keeps)
 //!   learns from a teacher, from a config. KD-Pruned is the pruned model learning from the
 //!   full fine-tune; the study wires the two in.
@@ -43,9 +44,9 @@ pub mod host;
 pub mod loss;
 pub mod topk;
 mod train;
-pub use train::{run, KdModel, TeacherTable, TECHNIQUE};
+pub use train::{run, Distill, KdModel, TeacherTable, TECHNIQUE};
 
-pub use config::{DistillConfig, Divergence, TeacherLogits};
+pub use config::{DistillConfig, Divergence};
 pub use divergence::divergence_rows;
 pub use error::{DistillError, Result};
 pub use loss::{cross_entropy_rows, kd_loss, kd_loss_rows, kd_loss_topk, kd_loss_topk_rows};

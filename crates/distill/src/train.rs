@@ -4,7 +4,7 @@
 //! sees, so the full-vocabulary comparison never holds more than one chunk of logits.
 //! KD-Pruned is this with the pruned model as student and its masks kept.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
@@ -14,8 +14,8 @@ use sweelol_gemma::{load_pretrained, save_hf_dir, tied_head_logits, Gemma3, Prec
 use sweelol_train::config::resolve_source;
 use sweelol_train::lookup;
 use sweelol_train::{
-    artifact_dir, autodiff_device, chunked_head_loss, export_sparse, prepare, run_technique, LossOutput, Masks,
-    RunConfig, RunIdentity, RunReport, TokenBatch, TrainError, TrainableModel,
+    artifact_dir, autodiff_device, chunked_head_loss, export_sparse, prepare, run_technique, Artifact, LossOutput, Masks,
+    RunConfig, RunIdentity, RunReport, Technique, TokenBatch, TrainError, TrainableModel,
 };
 
 use rayon::prelude::*;
@@ -24,10 +24,40 @@ use sweelol_train::host_head::{self, HeadInputs};
 use sweelol_train::host_head_loss;
 
 use crate::host::forward_kl_row;
-use crate::{kd_loss, DistillConfig, Divergence};
+use crate::{kd_loss, DistillConfig, DistillError, Divergence};
 
 /// The technique's name in configs and reports.
 pub const TECHNIQUE: &str = "distill";
+
+/// Knowledge distillation in the technique registry.
+pub struct Distill;
+
+impl Technique for Distill {
+    const NAME: &'static str = TECHNIQUE;
+    const TABLE: &'static str = "distill";
+    const ARTIFACT: Artifact = Artifact::Model;
+    type Settings = DistillConfig;
+
+    fn validate(settings: &DistillConfig) -> Result<(), String> {
+        settings.validate().map_err(|e| match e {
+            DistillError::Config(msg) => msg,
+            other => other.to_string(),
+        })
+    }
+
+    fn run(cfg: &RunConfig, settings: &DistillConfig, device: &Device) -> Result<RunReport, TrainError> {
+        run(cfg, settings, device)
+    }
+
+    fn keep_masks(settings: &mut DistillConfig, masks: Option<PathBuf>) {
+        settings.masks = masks;
+    }
+
+    fn set_teacher(settings: &mut DistillConfig, teacher: String) -> bool {
+        settings.teacher = Some(teacher);
+        true
+    }
+}
 
 /// The student (trained), its masks if it is sparse, and the frozen teacher.
 #[derive(Module, Debug)]
@@ -181,12 +211,7 @@ impl TrainableModel for KdModel {
 /// masks and sparsity report when sparse) to `[output] artifact_dir` (default
 /// `<output.dir>/model`).
 pub fn run(cfg: &RunConfig, distill: &DistillConfig, device: &Device) -> Result<RunReport, TrainError> {
-    distill.validate().map_err(|e| TrainError::Settings(e.to_string()))?;
-    if distill.top_k().is_some() {
-        return Err(TrainError::Settings(
-            "[distill] teacher_logits = \"top_k\" is not wired into training yet; use \"on_the_fly\"".into(),
-        ));
-    }
+    sweelol_train::validated::<Distill>(distill)?;
     let teacher_src = distill
         .teacher
         .as_deref()

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sweelol_distill::{
-    cross_entropy_rows, divergence_rows, kd_loss, kd_loss_topk, DistillConfig, Divergence, TeacherLogits, TeacherTopK,
+    cross_entropy_rows, divergence_rows, kd_loss, kd_loss_topk, DistillConfig, Divergence, TeacherTopK,
     TopKCache,
 };
 
@@ -134,7 +134,7 @@ fn top_k_loss_renormalises_over_the_cached_ids() {
     let d = Device::flex();
     // Teacher top-2: row 0 ids [0, 1] (2.0, 1.0), row 1 ids [2, 0] (2.0, 0.5); KL over the
     // renormalised pairs: 0.1224593312018546, 0.05515824748630782 -> loss 0.620361501309012.
-    let c = DistillConfig { teacher_logits: TeacherLogits::TopK, k: Some(2), ..DistillConfig::default() };
+    let c = DistillConfig::default();
     let ids = ids2(&[0, 1, 2, 0], 2, &d);
     let logits = t2(&[2.0, 1.0, 2.0, 0.5], 2, &d);
     let got = scalar(kd_loss_topk(t2(&STUDENT, 2, &d), ids, logits, ids1(&TARGETS, &d), &c));
@@ -271,12 +271,12 @@ fn bad_configs_are_rejected_with_clear_errors() {
     assert!(e.contains("beta must be in [0, 1]"), "{e}");
     let e = err("beta = 0.5");
     assert!(e.contains("`beta` only applies"), "{e}");
-    let e = err("k = 8");
-    assert!(e.contains("`k` only applies"), "{e}");
+    let e = err("teacher_logits = \"top_k\"");
+    assert!(e.contains("unknown field `teacher_logits`"), "{e}");
     let e = err("divergence = \"kl\"");
     assert!(e.contains("forward_kl"), "{e}");
 
-    let c = DistillConfig::from_toml("divergence = \"jsd\"\nbeta = 0.9\nteacher_logits = \"top_k\"").unwrap();
-    assert_eq!((c.jsd_beta(), c.top_k()), (0.9, Some(64)));
+    let c = DistillConfig::from_toml("divergence = \"jsd\"\nbeta = 0.9").unwrap();
+    assert_eq!(c.jsd_beta(), 0.9);
     assert_eq!(DistillConfig::from_toml("").unwrap(), DistillConfig::default());
 }

@@ -39,10 +39,24 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use sweelol_gemma::{save_hf_dir, Gemma3, GemmaTokenizer};
-use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunIdentity, RunReport, TrainError};
+use sweelol_train::{artifact_dir, prepare, run_technique, Artifact, RunConfig, RunIdentity, RunReport, Technique, TrainError};
 
 /// The technique's name in configs and reports.
 pub const TECHNIQUE: &str = "full-finetune";
+
+/// Full fine-tuning in the technique registry.
+pub struct FullFinetune;
+
+impl Technique for FullFinetune {
+    const NAME: &'static str = TECHNIQUE;
+    const TABLE: &'static str = "full_finetune";
+    const ARTIFACT: Artifact = Artifact::Model;
+    type Settings = FullFinetuneConfig;
+
+    fn run(cfg: &RunConfig, settings: &FullFinetuneConfig, device: &Device) -> Result<RunReport, TrainError> {
+        run(cfg, settings, device)
+    }
+}
 
 /// `[full_finetune]`: full fine-tuning has no settings beyond the shared sections; the
 /// table may be present (empty) and unknown keys in it are errors.
@@ -54,6 +68,7 @@ pub struct FullFinetuneConfig {}
 /// uses its autodiff form), and writes a transformers directory to `[output] artifact_dir`
 /// (default `<output.dir>/model`).
 pub fn run(cfg: &RunConfig, settings: &FullFinetuneConfig, device: &Device) -> Result<RunReport, TrainError> {
+    sweelol_train::validated::<FullFinetune>(settings)?;
     let prepared = prepare(cfg, device)?;
     let dir = artifact_dir(cfg, "model");
     let tokenizer = prepared.tokenizer;

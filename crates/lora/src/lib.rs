@@ -37,7 +37,7 @@
 use std::path::Path;
 
 mod train;
-pub use train::{run, LoraModel, TECHNIQUE};
+pub use train::{run, Lora, LoraModel, TECHNIQUE};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};

@@ -3,12 +3,37 @@
 use burn::module::Module;
 use burn::tensor::Device;
 use sweelol_gemma::Gemma3;
-use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunIdentity, RunReport, TrainError, TrainableModel};
+use sweelol_train::{artifact_dir, prepare, run_technique, Artifact, RunConfig, RunIdentity, RunReport, Technique, TrainError, TrainableModel};
 
-use crate::{attach, save_peft, LoraConfig};
+use crate::{attach, save_peft, LoraConfig, LoraError};
 
 /// The technique's name in configs and reports.
 pub const TECHNIQUE: &str = "lora";
+
+/// LoRA in the technique registry.
+pub struct Lora;
+
+impl Technique for Lora {
+    const NAME: &'static str = TECHNIQUE;
+    const TABLE: &'static str = "lora";
+    const ARTIFACT: Artifact = Artifact::Adapter;
+    type Settings = LoraConfig;
+
+    fn validate(settings: &LoraConfig) -> Result<(), String> {
+        settings.validate().map_err(|e| match e {
+            LoraError::Config(msg) => msg,
+            other => other.to_string(),
+        })
+    }
+
+    fn run(cfg: &RunConfig, settings: &LoraConfig, device: &Device) -> Result<RunReport, TrainError> {
+        run(cfg, settings, device)
+    }
+
+    fn set_seed(settings: &mut LoraConfig, seed: u64) {
+        settings.seed = seed;
+    }
+}
 
 /// A Gemma-3 whose trainable parameters are its LoRA deltas.
 #[derive(Module, Debug)]
@@ -30,7 +55,7 @@ impl TrainableModel for LoraModel {
 /// autodiff form), and saves it in PEFT's format to `[output] artifact_dir` (default
 /// `<output.dir>/adapter`).
 pub fn run(cfg: &RunConfig, lora: &LoraConfig, device: &Device) -> Result<RunReport, TrainError> {
-    lora.validate().map_err(|e| TrainError::Settings(format!("[lora] {e}")))?;
+    sweelol_train::validated::<Lora>(lora)?;
     let prepared = prepare(cfg, device)?;
     let model = attach(prepared.model, lora).map_err(|e| TrainError::Settings(format!("[lora] {e}")))?;
     let dir = artifact_dir(cfg, "adapter");

@@ -37,7 +37,7 @@
 use std::path::Path;
 
 mod train;
-pub use train::{run, TECHNIQUE};
+pub use train::{run, PromptTuning, TECHNIQUE};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};

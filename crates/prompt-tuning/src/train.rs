@@ -3,12 +3,30 @@
 use burn::tensor::{Device, Int, Tensor};
 use sweelol_gemma::Gemma3;
 use sweelol_train::lookup::Lookup;
-use sweelol_train::{artifact_dir, prepare, run_technique, RunConfig, RunIdentity, RunReport, TrainError, TrainableModel};
+use sweelol_train::{artifact_dir, prepare, run_technique, Artifact, RunConfig, RunIdentity, RunReport, Technique, TrainError, TrainableModel};
 
 use crate::{PromptTuned, PromptTuningConfig};
 
 /// The technique's name in configs and reports.
 pub const TECHNIQUE: &str = "prompt-tuning";
+
+/// Prompt tuning in the technique registry.
+pub struct PromptTuning;
+
+impl Technique for PromptTuning {
+    const NAME: &'static str = TECHNIQUE;
+    const TABLE: &'static str = "prompt_tuning";
+    const ARTIFACT: Artifact = Artifact::Adapter;
+    type Settings = PromptTuningConfig;
+
+    fn run(cfg: &RunConfig, settings: &PromptTuningConfig, device: &Device) -> Result<RunReport, TrainError> {
+        run(cfg, settings, device)
+    }
+
+    fn set_seed(settings: &mut PromptTuningConfig, seed: u64) {
+        settings.seed = seed;
+    }
+}
 
 impl TrainableModel for PromptTuned {
     fn lm(&self) -> &Gemma3 {
@@ -29,6 +47,7 @@ impl TrainableModel for PromptTuned {
 /// (training uses its autodiff form), and saves them in PEFT's format to
 /// `[output] artifact_dir` (default `<output.dir>/adapter`).
 pub fn run(cfg: &RunConfig, pt: &PromptTuningConfig, device: &Device) -> Result<RunReport, TrainError> {
+    sweelol_train::validated::<PromptTuning>(pt)?;
     let prepared = prepare(cfg, device)?;
     let model = PromptTuned::init(prepared.model, pt, &prepared.tokenizer)
         .map_err(|e| TrainError::Settings(format!("[prompt_tuning] {e}")))?;

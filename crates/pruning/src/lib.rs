@@ -47,4 +47,4 @@ pub use error::{PruningError, Result};
 pub use prune::{export, prune};
 pub use sweelol_train::masks::{Masks, EMBED_NAME, MASKS_FILE};
 pub use sweelol_train::sparsity::{sparsity_report, OverallSparsity, SparsityReport, TensorSparsity, REPORT_FILE};
-pub use train::{run, PrunedModel, TECHNIQUE};
+pub use train::{run, PrunedModel, Pruning, TECHNIQUE};

@@ -7,14 +7,39 @@ use burn::module::Module;
 use burn::tensor::Device;
 use sweelol_gemma::Gemma3;
 use sweelol_train::{
-    artifact_dir, export_sparse, prepare, run_technique, Masks, RunConfig, RunIdentity, RunReport, TrainError,
-    TrainableModel,
+    artifact_dir, export_sparse, prepare, run_technique, Artifact, Masks, RunConfig, RunIdentity, RunReport, Technique,
+    TrainError, TrainableModel,
 };
 
-use crate::{prune, PruningConfig};
+use crate::{prune, PruningConfig, PruningError};
 
 /// The technique's name in configs and reports.
 pub const TECHNIQUE: &str = "pruning";
+
+/// Magnitude pruning (and fine-tuning with the masks kept) in the technique registry.
+pub struct Pruning;
+
+impl Technique for Pruning {
+    const NAME: &'static str = TECHNIQUE;
+    const TABLE: &'static str = "pruning";
+    const ARTIFACT: Artifact = Artifact::Model;
+    type Settings = PruningConfig;
+
+    fn validate(settings: &PruningConfig) -> Result<(), String> {
+        settings.validate().map_err(|e| match e {
+            PruningError::Config(msg) => msg,
+            other => other.to_string(),
+        })
+    }
+
+    fn run(cfg: &RunConfig, settings: &PruningConfig, device: &Device) -> Result<RunReport, TrainError> {
+        run(cfg, settings, device)
+    }
+
+    fn trains(settings: &PruningConfig) -> bool {
+        settings.finetune
+    }
+}
 
 /// A pruned Gemma-3 whose zeros survive training: every weight trains, and the masks are
 /// re-applied after each optimizer step.
@@ -40,7 +65,7 @@ impl TrainableModel for PrunedModel {
 /// to `[output] artifact_dir` (default `<output.dir>/model`).
 pub fn run(cfg: &RunConfig, pruning: &PruningConfig, device: &Device) -> Result<RunReport, TrainError> {
     let start = Instant::now();
-    pruning.validate().map_err(|e| TrainError::Settings(e.to_string()))?;
+    sweelol_train::validated::<Pruning>(pruning)?;
     let prepared = prepare(cfg, device)?;
     let (model, masks) = prune(prepared.model, pruning).map_err(|e| TrainError::Settings(e.to_string()))?;
     let dir = artifact_dir(cfg, "model");

@@ -32,6 +32,7 @@ pub mod params;
 pub mod profile;
 pub mod schedule;
 pub mod sparsity;
+pub mod technique;
 pub mod testing;
 pub mod trainer;
 
@@ -49,3 +50,4 @@ pub mod run;
 pub use masks::{MaskSpec, Masks};
 pub use run::{artifact_dir, autodiff_device, prepare, run_technique, Prepared, RunIdentity, RunReport};
 pub use sparsity::{export_sparse, sparsity_report, SparsityReport};
+pub use technique::{validated, Artifact, Technique};

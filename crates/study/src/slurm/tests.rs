@@ -5,7 +5,8 @@
 use burn::tensor::Device;
 
 use super::*;
-use crate::study::tests::{numbers, table, tiny_study, SEVEN_ROWS};
+use crate::run::tests::{numbers, table};
+use crate::testing::{tiny_study, SEVEN_ROWS};
 
 /// Records submissions; job ids count up from 101.
 #[derive(Default)]
@@ -41,7 +42,7 @@ const ROWS: [&str; 7] = ["Baseline", "Pruned-Baseline", "Prompt-Tune", "Full-Fin
 #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn jobs_follow_the_rows_dependencies_and_a_resubmission_sends_only_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let preset = tiny_study(dir.path(), SEVEN_ROWS).unwrap();
     let results = dir.path().join("slurm-results");
     let cmd = JobCommand {
         exe: PathBuf::from("/opt/sweelol/xtask"),
@@ -80,10 +81,10 @@ fn jobs_follow_the_rows_dependencies_and_a_resubmission_sends_only_what_is_missi
     // The jobs run, except Full-Finetune's, which fails: KD-Pruned and the table never run.
     let job_opts = StudyOptions { marker: Some(token.clone()), ..StudyOptions::default() };
     for key in ["Baseline", "Pruned-Baseline", "Prompt-Tune", "LoRA", "Finetuned-Pruned"] {
-        crate::study::run_stage(&preset, &job_opts, key, &device, "flex", &results).unwrap();
+        crate::run::run_stage(&preset, &job_opts, key, &device, "flex", &results).unwrap();
     }
     let table_opts = StudyOptions { table_only: true, ..job_opts.clone() };
-    let msg = format!("{:#}", crate::study::run_study(&preset, &table_opts, &device, "flex", &results).unwrap_err());
+    let msg = format!("{:#}", crate::run::run_study(&preset, &table_opts, &device, "flex", &results).unwrap_err());
     assert!(msg.contains("not finished: Full-Finetune, KD-Pruned"), "{msg}");
 
     // Submitting again sends Full-Finetune and KD-Pruned (after the new Full-Finetune job
@@ -97,10 +98,10 @@ fn jobs_follow_the_rows_dependencies_and_a_resubmission_sends_only_what_is_missi
 
     // They run; the table job writes the same table as a local run of the study.
     for key in ["Full-Finetune", "KD-Pruned"] {
-        crate::study::run_stage(&preset, &job_opts, key, &device, "flex", &results).unwrap();
+        crate::run::run_stage(&preset, &job_opts, key, &device, "flex", &results).unwrap();
     }
-    crate::study::run_study(&preset, &table_opts, &device, "flex", &results).unwrap();
-    let local = crate::study::run_study(&preset, &StudyOptions::default(), &device, "flex", &dir.path().join("local")).unwrap();
+    crate::run::run_study(&preset, &table_opts, &device, "flex", &results).unwrap();
+    let local = crate::run::run_study(&preset, &StudyOptions::default(), &device, "flex", &dir.path().join("local")).unwrap();
     let read = |d: &Path| std::fs::read_to_string(d.join("table.md")).unwrap();
     assert_eq!(read(&run_dir), read(&local.run_dir), "the Slurm table is the local table");
     assert_eq!(numbers(&table(&run_dir)), numbers(&table(&local.run_dir)));
@@ -115,7 +116,7 @@ fn jobs_follow_the_rows_dependencies_and_a_resubmission_sends_only_what_is_missi
 #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn jobs_still_queued_are_kept_and_an_earlier_table_job_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let preset = tiny_study(dir.path(), SEVEN_ROWS).unwrap();
     let results = dir.path().join("r");
     let run_dir = std::path::absolute(&results).unwrap().join("tiny");
     let cmd = JobCommand { exe: "/x".into(), backend: "flex".into(), preset: preset.clone(), results, sbatch_args: vec![] };

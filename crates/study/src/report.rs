@@ -434,7 +434,7 @@ impl Report {
 }
 
 /// The commit the binary was built from (`build.rs`), if `git` could tell.
-pub(crate) fn git_commit() -> Option<String> {
+pub fn git_commit() -> Option<String> {
     Some(crate::provenance::COMMIT.to_string()).filter(|c| c != "unknown")
 }
 
@@ -515,3 +515,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+#[cfg(test)]
+mod tests;

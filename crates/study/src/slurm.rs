@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::study::{self, PlannedRun, StudyOptions};
+use crate::run::{self, PlannedRun, StudyOptions};
 
 /// The folder under a study's folder with the job scripts, their logs and the marker.
 pub const SLURM_DIR: &str = "slurm";
@@ -262,10 +262,10 @@ pub fn submit(
     device: &Device,
     scheduler: &mut dyn Scheduler,
 ) -> Result<Submission> {
-    let (preset, dtype, why) = study::settle(preset_path, opts, device)?;
-    let run_dir = study::study_dir(&cmd.results, &preset, None)?;
-    study::prepare_dir(&preset, &run_dir, &cmd.backend, dtype, opts.fresh)?;
-    let runs = study::stage_plan(&preset, opts, &run_dir)?;
+    let (preset, dtype, why) = run::settle(preset_path, opts, device)?;
+    let run_dir = run::study_dir(&cmd.results, &preset, None)?;
+    run::prepare_dir(&preset, &run_dir, &cmd.backend, dtype, opts.fresh)?;
+    let runs = run::stage_plan(&preset, opts, &run_dir)?;
     let slurm_dir = run_dir.join(SLURM_DIR);
     std::fs::create_dir_all(&slurm_dir)?;
     let mut out = Submission::default();

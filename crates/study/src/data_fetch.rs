@@ -10,10 +10,10 @@ use sweelol_sources::{DataManifest, DataNeeds, Options};
 
 /// The repository's manifest, built in so a binary run away from the checkout still knows
 /// what to fetch and how to check it.
-const MANIFEST: &str = include_str!("../../data/manifest.json");
+const MANIFEST: &str = include_str!("../../../data/manifest.json");
 
 fn manifest() -> Result<DataManifest> {
-    DataManifest::parse(MANIFEST, "data/manifest.json (built into xtask)").map_err(Into::into)
+    DataManifest::parse(MANIFEST, "data/manifest.json (built into sweelol-study)").map_err(Into::into)
 }
 
 /// What evaluating `tasks` reads: `hellaswag`, and for each `mmlu_<subject>` its test split,
@@ -38,7 +38,7 @@ pub(crate) fn eval_needs(tasks: &[String], num_fewshot: usize) -> DataNeeds {
 /// The data root to give the eval loaders for `tasks`: `data_root` itself when it has their
 /// data, else a folder of links to it and to the fetched files. Prints where each dataset
 /// came from.
-pub(crate) fn eval_data_root(data_root: &Path, tasks: &[String], num_fewshot: usize) -> Result<PathBuf> {
+pub fn eval_data_root(data_root: &Path, tasks: &[String], num_fewshot: usize) -> Result<PathBuf> {
     let needs = eval_needs(tasks, num_fewshot);
     let prepared = sweelol_sources::prepare_data(data_root, &needs, &manifest()?, &Options::from_env())
         .with_context(|| format!("finding the eval data (data root {})", data_root.display()))?;
@@ -49,8 +49,8 @@ pub(crate) fn eval_data_root(data_root: &Path, tasks: &[String], num_fewshot: us
 /// an error naming it when it does not exist (never replaced by anything else), or the
 /// dataset's name, `hf:databricks/databricks-dolly-15k`: found in the data root
 /// (`$SWEELOL_DATA`, else `../shared/data`), else in the hub cache, else fetched there.
-pub(crate) fn dolly_path(configured: &Path) -> Result<PathBuf> {
-    dolly_path_in(configured, &crate::default_data_root())
+pub fn dolly_path(configured: &Path) -> Result<PathBuf> {
+    dolly_path_in(configured, &crate::paths::default_data_root())
 }
 
 fn dolly_path_in(configured: &Path, data_root: &Path) -> Result<PathBuf> {

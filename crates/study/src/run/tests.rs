@@ -2,103 +2,17 @@
 //! the real tokenizer and the real MMLU / HellaSwag documents go through every stage):
 //! end to end, re-staging after a config edit, kills at stage boundaries, seeds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
-use sweelol_train::testing;
+use crate::testing::{tiny_study, SEVEN_ROWS};
 
 use super::*;
-
-/// Shared sections of every tiny technique config: 4 Dolly rows of <= 48 tokens, 2 steps.
-fn shared_sections(model: &Path, out: &str, lr: f64) -> String {
-    format!(
-        r#"[model]
-source = "{model}"
-[data]
-path = "{data}"
-n_train = 4
-n_eval = 2
-max_len = 48
-min_response_tokens = 8
-[train]
-lr = {lr}
-batch_size = 2
-max_steps = 2
-loss_chunk_rows = 64
-[output]
-dir = "{out}"
-progress = false
-"#,
-        model = model.display(),
-        data = testing::dolly_path().display(),
-    )
-}
-
-/// Writes the technique configs and a preset of the study's seven rows into `dir`; returns
-/// the preset's path.
-pub(crate) fn tiny_study(dir: &Path, rows: &str) -> PathBuf {
-    let model = testing::tiny_real_vocab_model(&dir.join("base")).unwrap();
-    let configs = [
-        ("pruning", "technique = \"pruning\"", "[pruning]\nsparsity = 0.5\n", 1e-3),
-        ("prompt-tuning", "technique = \"prompt-tuning\"", "[prompt_tuning]\nnum_virtual_tokens = 4\n", 1e-2),
-        ("full-finetune", "technique = \"full-finetune\"", "", 1e-3),
-        ("lora", "technique = \"lora\"", "[lora]\nr = 2\nlora_alpha = 4.0\n", 1e-2),
-        ("finetuned-pruned", "technique = \"pruning\"", "[pruning]\nsparsity = 0.5\nfinetune = true\n", 1e-3),
-        ("kd-pruned", "technique = \"distill\"", "[distill]\nalpha = 0.5\n", 1e-3),
-    ];
-    for (name, technique, table, lr) in configs {
-        let text = format!("{technique}\n{}{table}", shared_sections(&model, &format!("out/{name}"), lr));
-        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
-    }
-    let preset = format!(
-        r#"name = "tiny"
-base_model = "{model}"
-published = "{published}"
-[eval]
-tasks = ["mmlu_abstract_algebra", "mmlu_formal_logic", "hellaswag"]
-limit = 3
-{rows}"#,
-        model = model.display(),
-        published = testing::shared_dir().join("published/sweelol-study.json").display(),
-    );
-    let path = dir.join("tiny.toml");
-    std::fs::write(&path, preset).unwrap();
-    path
-}
-
-pub(crate) const SEVEN_ROWS: &str = r#"
-[[rows]]
-name = "Baseline"
-[[rows]]
-name = "Pruned-Baseline"
-config = "pruning.toml"
-[[rows]]
-name = "Prompt-Tune"
-config = "prompt-tuning.toml"
-[[rows]]
-name = "Full-Finetune"
-config = "full-finetune.toml"
-[[rows]]
-name = "LoRA"
-config = "lora.toml"
-[[rows]]
-name = "Finetuned-Pruned"
-config = "finetuned-pruned.toml"
-[[rows]]
-name = "KD-Pruned"
-config = "kd-pruned.toml"
-start_from = "Pruned-Baseline"
-teacher = "Full-Finetune"
-"#;
 
 fn run(preset: &Path, results: &Path, opts: &StudyOptions) -> StudyOutcome {
     run_study(preset, opts, &Device::flex(), "flex", results).unwrap()
 }
 
-/// The rows whose stage did `action`.
-fn rows_that(outcome: &StudyOutcome, action: Action) -> Vec<String> {
-    outcome.actions.iter().filter(|(_, a)| *a == action).map(|(r, _)| r.clone()).collect()
-}
 
 pub(crate) fn table(run_dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run_dir.join("table.json")).unwrap()).unwrap()
@@ -118,15 +32,15 @@ pub(crate) fn numbers(table: &serde_json::Value) -> Vec<(String, String)> {
 #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let preset = tiny_study(dir.path(), SEVEN_ROWS).unwrap();
     let results = dir.path().join("results");
     let opts = StudyOptions::default();
 
     let first = run(&preset, &results, &opts);
     assert!(first.finished);
-    let trained = rows_that(&first, Action::Trained);
+    let trained = first.rows_that(Action::Trained);
     assert_eq!(trained, ["Pruned-Baseline", "Prompt-Tune", "Full-Finetune", "LoRA", "Finetuned-Pruned", "KD-Pruned"]);
-    assert_eq!(rows_that(&first, Action::Evaluated).len(), 7);
+    assert_eq!(first.rows_that(Action::Evaluated).len(), 7);
     let t = table(&first.run_dir);
     assert_eq!(t["rows"].as_array().unwrap().len(), 7);
     assert_eq!(t["rows"][0]["tasks"]["hellaswag"]["n"], 3);
@@ -172,13 +86,13 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let loads = crate::model_loading::LOADS.with(|n| n.get());
     let again = run(&preset, &results, &opts);
     assert_eq!(crate::model_loading::LOADS.with(|n| n.get()), loads, "a study with nothing to do loads no model");
-    assert!(rows_that(&again, Action::Trained).is_empty() && rows_that(&again, Action::Evaluated).is_empty());
+    assert!(again.rows_that(Action::Trained).is_empty() && again.rows_that(Action::Evaluated).is_empty());
     assert_eq!(numbers(&table(&again.run_dir)), numbers(&t));
 
     // `--only` one row with nothing to redo: the table still has every row, the rows it
     // starts from included (they were once left out).
     let only = run(&preset, &results, &StudyOptions { only: Some("KD-Pruned".into()), ..StudyOptions::default() });
-    assert!(rows_that(&only, Action::Trained).is_empty() && rows_that(&only, Action::Evaluated).is_empty());
+    assert!(only.rows_that(Action::Trained).is_empty() && only.rows_that(Action::Evaluated).is_empty());
     assert_eq!(numbers(&table(&only.run_dir)), numbers(&t));
 
     // A new learning rate for Full-Finetune redoes it and KD-Pruned (its student), nothing else.
@@ -186,8 +100,8 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let text = std::fs::read_to_string(&ft).unwrap().replace("lr = 0.001", "lr = 0.002");
     std::fs::write(&ft, text).unwrap();
     let edited = run(&preset, &results, &opts);
-    assert_eq!(rows_that(&edited, Action::Trained), ["Full-Finetune", "KD-Pruned"]);
-    assert_eq!(rows_that(&edited, Action::Evaluated), ["Full-Finetune", "KD-Pruned"]);
+    assert_eq!(edited.rows_that(Action::Trained), ["Full-Finetune", "KD-Pruned"]);
+    assert_eq!(edited.rows_that(Action::Evaluated), ["Full-Finetune", "KD-Pruned"]);
     // Its answers are the retrained model's.
     let row_file = |name: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(edited.run_dir.join("full-finetune").join(name)).unwrap()).unwrap()
@@ -196,8 +110,8 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
 
     // Another eval limit re-evaluates every row and retrains none.
     let fewer = run(&preset, &results, &StudyOptions { limit: Some(Limit::Docs(2)), ..StudyOptions::default() });
-    assert!(rows_that(&fewer, Action::Trained).is_empty());
-    assert_eq!(rows_that(&fewer, Action::Evaluated).len(), 7);
+    assert!(fewer.rows_that(Action::Trained).is_empty());
+    assert_eq!(fewer.rows_that(Action::Evaluated).len(), 7);
     assert_eq!(table(&fewer.run_dir)["rows"][0]["tasks"]["hellaswag"]["n"], 2);
 }
 
@@ -205,7 +119,7 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
 #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn killed_at_every_stage_boundary_the_study_gives_the_same_table() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let preset = tiny_study(dir.path(), SEVEN_ROWS).unwrap();
     let whole = run(&preset, &dir.path().join("whole"), &StudyOptions::default());
 
     let step = StudyOptions { stop_after_stages: Some(1), ..StudyOptions::default() };
@@ -229,13 +143,13 @@ fn killed_at_every_stage_boundary_the_study_gives_the_same_table() {
 #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn seeds_for_one_row_keep_the_whole_table_and_reuse_the_configured_seed() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = tiny_study(dir.path(), SEVEN_ROWS);
+    let preset = tiny_study(dir.path(), SEVEN_ROWS).unwrap();
     let results = dir.path().join("results");
     let plain = run(&preset, &results, &StudyOptions::default());
     let before = table(&plain.run_dir);
     let opts = StudyOptions { seeds: Some(vec![0, 1]), only: Some("LoRA".into()), ..StudyOptions::default() };
     let seeded = run(&preset, &results, &opts);
-    assert_eq!(rows_that(&seeded, Action::Trained), ["LoRA seed 1"], "seed 0 is the plain run's LoRA");
+    assert_eq!(seeded.rows_that(Action::Trained), ["LoRA seed 1"], "seed 0 is the plain run's LoRA");
     let after = table(&seeded.run_dir);
     let names = |t: &serde_json::Value| t["rows"].as_array().unwrap().iter().map(|r| r["row"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(names(&after), names(&before), "every row stays in the table");
@@ -266,11 +180,11 @@ fn seeds_train_each_training_row_once_per_seed() {
     let dir = tempfile::tempdir().unwrap();
     let rows = "[[rows]]\nname = \"Baseline\"\n[[rows]]\nname = \"Pruned-Baseline\"\nconfig = \"pruning.toml\"\n\
                 [[rows]]\nname = \"LoRA\"\nconfig = \"lora.toml\"\n";
-    let preset = tiny_study(dir.path(), rows);
+    let preset = tiny_study(dir.path(), rows).unwrap();
     let opts = StudyOptions { seeds: Some(vec![0, 1]), ..StudyOptions::default() };
     let out = run(&preset, &dir.path().join("results"), &opts);
     // Pruning does not train: one run; LoRA: one per seed.
-    assert_eq!(rows_that(&out, Action::Trained), ["Pruned-Baseline", "LoRA seed 0", "LoRA seed 1"]);
+    assert_eq!(out.rows_that(Action::Trained), ["Pruned-Baseline", "LoRA seed 0", "LoRA seed 1"]);
     assert!(out.run_dir.join("lora/seed-1/eval/summary.json").is_file());
     let t = table(&out.run_dir);
     assert_eq!(t["rows"][2]["seeds"], serde_json::json!([0, 1]));
@@ -282,7 +196,7 @@ fn seeds_train_each_training_row_once_per_seed() {
 #[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
 fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_starts_over() {
     let dir = tempfile::tempdir().unwrap();
-    let preset = tiny_study(dir.path(), "[[rows]]\nname = \"Baseline\"\n");
+    let preset = tiny_study(dir.path(), "[[rows]]\nname = \"Baseline\"\n").unwrap();
     let text = std::fs::read_to_string(&preset).unwrap().replace(
         "tasks = [\"mmlu_abstract_algebra\", \"mmlu_formal_logic\", \"hellaswag\"]",
         "tasks = [\"mmlu_abstract_algebra\"]",
@@ -296,7 +210,7 @@ fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_st
     // A directory from before identities (none recorded) is adopted from its manifest.
     std::fs::remove_file(first.run_dir.join(sweelol_outdir::IDENTITY_FILE)).unwrap();
     let adopted = run(&preset, &results, &StudyOptions::default());
-    assert!(rows_that(&adopted, Action::Evaluated).is_empty(), "finished rows kept");
+    assert!(adopted.rows_that(Action::Evaluated).is_empty(), "finished rows kept");
     assert_eq!(Identity::read(&adopted.run_dir).unwrap().unwrap().get("backend"), Some("flex"));
 
     // Another backend's results are not mixed with this one's.
@@ -311,12 +225,12 @@ fn results_of_another_backend_are_refused_a_new_fewshot_is_rescored_and_fresh_st
     // A preset that now asks for 1-shot re-scores: the table never shows 0-shot numbers as 1-shot.
     std::fs::write(&preset, text.replace("limit = 3", "limit = 3\nnum_fewshot = 1")).unwrap();
     let one_shot = run(&preset, &results, &StudyOptions::default());
-    assert_eq!(rows_that(&one_shot, Action::Evaluated), ["Baseline"]);
+    assert_eq!(one_shot.rows_that(Action::Evaluated), ["Baseline"]);
     assert_eq!(Identity::read(&eval_dir).unwrap().unwrap().get("num_fewshot"), Some("1"));
 
     let fresh = StudyOptions { fresh: true, ..StudyOptions::default() };
     let redone = run_study(&preset, &fresh, &Device::flex(), "tch", &results).unwrap();
-    assert_eq!(rows_that(&redone, Action::Evaluated), ["Baseline"]);
+    assert_eq!(redone.rows_that(Action::Evaluated), ["Baseline"]);
     assert_eq!(Identity::read(&redone.run_dir).unwrap().unwrap().get("backend"), Some("tch"));
 
     // A preset naming an unknown task fails before any work, naming it.

@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn set_changes_a_preset_and_an_unknown_key_is_refused_naming_it() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/study/default.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study/default.toml");
         let p = Preset::load_with(&path, &["overrides.n_train=200".into(), "eval.limit=5".into()]).unwrap();
         assert_eq!((p.overrides.n_train, p.eval.limit), (Some(200), Limit::Docs(5)));
         assert_eq!(Preset::load_with(&path, &[]).unwrap().overrides.n_train, Some(1000), "the file itself says 1000");
