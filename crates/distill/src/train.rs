@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sweelol_gemma::host::host_head_kernels;
+use sweelol_gemma::kernels::host::host_head_kernels;
 use sweelol_gemma::{load_pretrained, save_hf_dir, tied_head_logits, Gemma3, Precision};
 use sweelol_train::config::resolve_source;
 use sweelol_train::lookup;
@@ -19,8 +19,8 @@ use sweelol_train::{
 };
 
 use rayon::prelude::*;
-use sweelol_train::host::host_f32;
-use sweelol_train::host_head::{self, HeadInputs};
+use sweelol_gemma::kernels::host::host_f32;
+use sweelol_gemma::kernels::head::{self, HeadInputs};
 use sweelol_train::host_head_loss;
 
 use crate::host::forward_kl_row;
@@ -119,6 +119,81 @@ impl TeacherTable {
     }
 }
 
+impl KdModel {
+    /// The teacher's final hidden rows `[n, hidden]` at the batch's scored positions,
+    /// without a graph.
+    fn teacher_rows(&self, batch: &TokenBatch, ids: Tensor<2, Int>) -> Tensor<2> {
+        let device = self.student.device();
+        let t_embeds = match &self.teacher_table {
+            Some(table) => table.embed(batch, &device),
+            None => self.teacher.embed(ids),
+        };
+        let t_hidden = self.teacher.hidden_states(t_embeds, None).detach();
+        let [b, t, h] = t_hidden.dims();
+        let n = batch.targets.positions.len();
+        let pos: Vec<i64> = batch.targets.positions.iter().map(|&p| p as i64).collect();
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [n]), &device);
+        t_hidden.reshape([b * t, h]).select(0, pos)
+    }
+
+    /// Forward KL on the CPU backend, through the fused host head: the student's logits
+    /// per chunk, the teacher's from its host table [`TEACHER_ROWS`] rows at a time in one
+    /// reused buffer, never a device copy of the table; [`forward_kl_row`] is the math.
+    fn fused_loss(&self, table: &TeacherTable, hidden: Tensor<3>, t_rows: Tensor<2>, batch: &TokenBatch, chunk_rows: usize, denom: f64) -> LossOutput {
+        let h = t_rows.dims()[1];
+        let t_rows = host_f32(t_rows.inner());
+        let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), table.rows());
+        // `run` checked that teacher and student share the vocabulary.
+        let vocab = self.student.embed_tokens.val().dims()[0];
+        let cap = self.teacher.config.final_logit_softcapping.map(|c| c as f32);
+        let targets = &batch.targets.ids;
+        let mut t_logits = Vec::new();
+        host_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |rows, z, scale| {
+            t_logits.resize(TEACHER_ROWS.min(rows.len()) * vocab, 0.0);
+            let mut loss = 0.0;
+            for start in rows.clone().step_by(TEACHER_ROWS) {
+                let sub = start..(start + TEACHER_ROWS).min(rows.end);
+                // The teacher's logits stay f32: a bf16 product here would convert the whole
+                // table again for every block of rows.
+                let teacher = HeadInputs {
+                    embed: t_embed,
+                    vocab,
+                    hidden: h,
+                    rows: &t_rows[sub.start * h..sub.end * h],
+                    softcap: None,
+                    precision: Precision::F32,
+                };
+                let t = &mut t_logits[..sub.len() * vocab];
+                head::logits_into(&teacher, t);
+                let s = &mut z[(sub.start - rows.start) * vocab..(sub.end - rows.start) * vocab];
+                loss += s
+                    .par_chunks_mut(vocab)
+                    .zip(t.par_chunks_mut(vocab))
+                    .zip(&targets[sub])
+                    .map(|((s, t), &target)| forward_kl_row(s, t, target as usize, &self.cfg, cap, scale))
+                    .sum::<f64>();
+            }
+            loss
+        })
+    }
+
+    /// Any divergence on any backend, as tensor operations per chunk ([`kd_loss`]), the
+    /// teacher's logits from its own table. On the CPU backend with the host table taken
+    /// out, only an empty batch gets here, and its loss reads no table.
+    fn tensor_loss(&self, hidden: Tensor<3>, t_rows: Tensor<2>, batch: &TokenBatch, chunk_rows: usize, denom: f64) -> LossOutput {
+        let softcap = self.teacher.config.final_logit_softcapping;
+        let t_embed = self.teacher.embed_tokens.val().detach();
+        let targets = &batch.targets.ids;
+        chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
+            let sdev = student_logits.device();
+            let teacher_logits = tied_head_logits(t_rows.clone().narrow(0, rows.start, rows.len()), t_embed.clone(), softcap, self.teacher.precision());
+            let ids: Vec<i64> = targets[rows.clone()].iter().map(|&x| x as i64).collect();
+            let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [rows.len()]), &sdev);
+            kd_loss(student_logits, teacher_logits, ids, &self.cfg)
+        })
+    }
+}
+
 impl TrainableModel for KdModel {
     fn lm(&self) -> &Gemma3 {
         &self.student
@@ -129,72 +204,15 @@ impl TrainableModel for KdModel {
     }
 
     fn loss(&self, batch: &TokenBatch, chunk_rows: usize, denom: f64) -> LossOutput {
-        let device = self.student.device();
-        let ids = batch.input_tensor(&device);
+        let ids = batch.input_tensor(&self.student.device());
         let (embeds, lookup) = lookup::embed(&self.student, ids.clone());
         let hidden = self.student.hidden_states(embeds, None);
-        // Teacher rows at the scored positions, without a graph.
-        let t_embeds = match &self.teacher_table {
-            Some(table) => table.embed(batch, &device),
-            None => self.teacher.embed(ids),
-        };
-        let t_hidden = self.teacher.hidden_states(t_embeds, None).detach();
-        let [b, t, h] = t_hidden.dims();
-        let n = batch.targets.positions.len();
-        let pos: Vec<i64> = batch.targets.positions.iter().map(|&p| p as i64).collect();
-        let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [n]), &device);
-        let t_rows = t_hidden.reshape([b * t, h]).select(0, pos);
-        let softcap = self.teacher.config.final_logit_softcapping;
-        let targets = &batch.targets.ids;
-        if let Some(table) = self.teacher_table.as_ref().filter(|_| n > 0 && self.cfg.divergence == Divergence::ForwardKl) {
-            // The fused host head, for training steps and the held-out loss alike: the
-            // teacher's logits per chunk from its host table, never a device copy of it.
-            let t_rows = host_f32(t_rows.inner());
-            let (t_rows, t_embed) = (t_rows.as_slice::<f32>().expect("f32"), table.rows());
-            // `run` checked that teacher and student share the vocabulary.
-            let vocab = self.student.embed_tokens.val().dims()[0];
-            let cap = softcap.map(|c| c as f32);
-            let mut t_logits = Vec::new();
-            return host_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |rows, z, scale| {
-                // The teacher's logits [`TEACHER_ROWS`] rows at a time, in one reused buffer.
-                t_logits.resize(TEACHER_ROWS.min(rows.len()) * vocab, 0.0);
-                let mut loss = 0.0;
-                for start in rows.clone().step_by(TEACHER_ROWS) {
-                    let sub = start..(start + TEACHER_ROWS).min(rows.end);
-                    // The teacher's logits stay f32: a bf16 product here would convert the
-                    // whole table again for every block of rows.
-                    let teacher = HeadInputs {
-                        embed: t_embed,
-                        vocab,
-                        hidden: h,
-                        rows: &t_rows[sub.start * h..sub.end * h],
-                        softcap: None,
-                        precision: Precision::F32,
-                    };
-                    let t = &mut t_logits[..sub.len() * vocab];
-                    host_head::logits_into(&teacher, t);
-                    let s = &mut z[(sub.start - rows.start) * vocab..(sub.end - rows.start) * vocab];
-                    loss += s
-                        .par_chunks_mut(vocab)
-                        .zip(t.par_chunks_mut(vocab))
-                        .zip(&targets[sub])
-                        .map(|((s, t), &target)| forward_kl_row(s, t, target as usize, &self.cfg, cap, scale))
-                        .sum::<f64>();
-                }
-                loss
-            })
-            .with_lookup(lookup);
+        let t_rows = self.teacher_rows(batch, ids);
+        let fused = self.teacher_table.as_ref().filter(|_| !batch.targets.positions.is_empty() && self.cfg.divergence == Divergence::ForwardKl);
+        match fused {
+            Some(table) => self.fused_loss(table, hidden, t_rows, batch, chunk_rows, denom),
+            None => self.tensor_loss(hidden, t_rows, batch, chunk_rows, denom),
         }
-        // Other backends and divergences read the teacher's own table. With the host table
-        // taken out, only an empty batch gets here, and its loss reads no table.
-        let t_embed = self.teacher.embed_tokens.val().detach();
-        chunked_head_loss(&self.student, hidden, &batch.targets.positions, chunk_rows, denom, |student_logits, rows| {
-            let sdev = student_logits.device();
-            let teacher_logits = tied_head_logits(t_rows.clone().narrow(0, rows.start, rows.len()), t_embed.clone(), softcap, self.teacher.precision());
-            let ids: Vec<i64> = targets[rows.clone()].iter().map(|&x| x as i64).collect();
-            let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [rows.len()]), &sdev);
-            kd_loss(student_logits, teacher_logits, ids, &self.cfg)
-        })
         .with_lookup(lookup)
     }
 

@@ -1,8 +1,8 @@
 //! Multiple-choice evaluation identical to lm-evaluation-harness 0.4 (HF backend):
 //! task definitions in [`tasks`], log-likelihood scoring in [`scoring`] (the LM head's
-//! log-probabilities in [`head`]), and the resumable runner with summaries in [`run`].
+//! log-probabilities come from `sweelol_gemma::kernels::log_probs`), and the resumable
+//! runner with summaries in [`run`].
 
-pub mod head;
 pub mod run;
 pub mod scoring;
 pub mod tasks;

@@ -15,7 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sweelol_gemma::{Gemma3, GemmaTokenizer, Result, ShapeBuckets, ShapeLog};
 
-use crate::head::token_log_probs;
+use sweelol_gemma::kernels::log_probs::token_log_probs;
 use crate::tasks::McDoc;
 
 /// One document's outcome, as written to `<task>.jsonl`.

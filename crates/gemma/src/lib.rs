@@ -7,21 +7,16 @@
 //! - [`tokenizer`]: tokenizer.json or GGUF vocabulary, chat template.
 //! - [`generate`]: greedy / temperature / top-p decoding.
 //! - [`pretrained`]: load a model + tokenizer from any source name.
-//! - [`host`]: one-pass kernels for tensors in host memory (CPU backend).
-//! - [`gemm`]: matrix products on host memory into buffers we own (CPU backend).
-//! - [`gemm_bf16`]: bf16 products on host memory (AMX tiles where the CPU has them);
-//!   [`bf16_ops`]: the same as a tensor operation with its gradients.
+//! - [`kernels`]: every fast path (products, GeGLU, the LM head with its loss, evaluation
+//!   log-probabilities, AdamW, host memory), each choosing host loops or tensor ops itself.
 //! - [`shapes`]: fixed forward shapes for backends that compile kernels per shape.
 //! - [`precision`]: f32 or bf16 matrix products (mixed precision on GPUs).
 
-pub mod bf16_ops;
 pub mod config;
 pub mod error;
-pub mod gemm;
-pub mod gemm_bf16;
 pub mod generate;
 pub mod gguf;
-pub mod host;
+pub mod kernels;
 pub mod model;
 pub mod precision;
 pub mod pretrained;

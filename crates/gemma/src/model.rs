@@ -73,7 +73,7 @@ impl Linear {
             None => base,
             Some(d) => {
                 // Dropout only while a backward pass can follow (training).
-                let x = if d.dropout > 0.0 && x.is_autodiff() { crate::host::dropout(x, d.dropout) } else { x };
+                let x = if d.dropout > 0.0 && x.is_autodiff() { crate::kernels::host::dropout(x, d.dropout) } else { x };
                 // The scale goes on `B` (`[r, out]`), not on the `[tokens, out]` product.
                 let low = self.precision.matmul(x, d.a.val());
                 base + self.precision.matmul(low, d.b.val() * d.scale)
@@ -287,7 +287,7 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = crate::host::geglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        let h = crate::kernels::host::geglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
         self.down_proj.forward(h)
     }
 }

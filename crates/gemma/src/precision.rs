@@ -27,12 +27,12 @@ pub enum Precision {
 
 impl Precision {
     /// `lhs · rhs` (batched over leading axes) in this precision, returned as f32. bf16
-    /// products of host tensors use [`crate::gemm_bf16`] (native where the CPU can), others
+    /// products of host tensors use [`crate::kernels::gemm_bf16`] (native where the CPU can), others
     /// burn's bf16 tensors.
     pub fn matmul<const D: usize>(self, lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
         match self {
             Precision::F32 => lhs.matmul(rhs),
-            Precision::Bf16 => match crate::bf16_ops::matmul(lhs.clone(), rhs.clone()) {
+            Precision::Bf16 => match crate::kernels::bf16_ops::matmul(lhs.clone(), rhs.clone()) {
                 Some(product) => product,
                 None => {
                     let bf16 = |t: Tensor<D>| t.cast(FloatDType::BF16);
@@ -43,11 +43,11 @@ impl Precision {
     }
 
     /// A linear layer's product `x [n, in] · w [in, out]`: in f32 through
-    /// [`crate::gemm::matmul`] (its own host buffers on the CPU), else as [`Self::matmul`].
+    /// [`crate::kernels::gemm::matmul`] (its own host buffers on the CPU), else as [`Self::matmul`].
     pub fn linear(self, x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         match self {
-            Precision::F32 => crate::gemm::matmul(x, w),
-            Precision::Bf16 => match crate::bf16_ops::linear(x.clone(), w.clone()) {
+            Precision::F32 => crate::kernels::gemm::matmul(x, w),
+            Precision::Bf16 => match crate::kernels::bf16_ops::linear(x.clone(), w.clone()) {
                 Some(product) => product,
                 None => self.matmul(x, w),
             },
@@ -71,8 +71,8 @@ impl Precision {
     /// the CPU backend, a backend's own bf16 kernels elsewhere) rather than emulated through f32,
     /// where bf16 costs more than f32.
     pub fn native_bf16(device: &Device) -> bool {
-        if crate::host::runs_on_host(device) {
-            crate::gemm_bf16::kernel().is_native()
+        if crate::kernels::host::runs_on_host(device) {
+            crate::kernels::gemm_bf16::kernel().is_native()
         } else {
             device.supports_dtype(DType::BF16)
         }

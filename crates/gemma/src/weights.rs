@@ -99,7 +99,7 @@ impl View for &LazyTensor {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        let data = crate::host::host_f32(self.tensor.clone());
+        let data = crate::kernels::host::host_f32(self.tensor.clone());
         Cow::Owned(le_bytes(data.as_slice::<f32>().expect("f32 data")).into_owned())
     }
     fn data_len(&self) -> usize {

@@ -27,7 +27,7 @@ pub fn run_technique(cfg: &TechniqueRun, device: &Device) -> anyhow::Result<Trai
     .with_context(ctx);
     // The run's model, optimizer and activations are gone: hand their pages back before
     // the next job (a study's next row, a bench's evaluation).
-    sweelol_backend::release_freed_memory();
+    sweelol_gemma::kernels::memory::release_freed_memory();
     let report = report?;
     let mut details = serde_json::to_value(&report)?;
     // Sparse models carry their sparsity report; put it in the record too.

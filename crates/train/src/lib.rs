@@ -20,8 +20,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
-pub mod host;
-pub mod host_head;
 pub mod lookup;
 pub mod loss;
 pub mod masks;

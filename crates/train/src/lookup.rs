@@ -14,7 +14,7 @@ use burn::module::ParamId;
 use burn::tensor::{Gradients, IndexingUpdateOp, Int, Tensor};
 use sweelol_gemma::Gemma3;
 
-use crate::host::runs_on_host;
+use sweelol_gemma::kernels::host::runs_on_host;
 
 /// A lookup whose gradient reaches the table outside the graph.
 #[derive(Debug)]

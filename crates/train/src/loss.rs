@@ -18,14 +18,14 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
-use sweelol_gemma::host::host_head_kernels;
+use sweelol_gemma::kernels::host::host_head_kernels;
 use sweelol_gemma::{tied_head_logits, Gemma3};
 
 use rayon::prelude::*;
 
 use crate::batch::Targets;
-use crate::host::{host_f32, with_host_f32};
-use crate::host_head::{self, HeadInputs};
+use sweelol_gemma::kernels::host::{host_f32, with_host_f32};
+use sweelol_gemma::kernels::head::{self as host_head, HeadInputs};
 use crate::lookup::Lookup;
 use crate::profile::{self, Phase};
 
@@ -218,7 +218,7 @@ fn host_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: u
 /// (`[rows.len(), V]`, before soft-capping) of the gathered positions `positions[rows]`,
 /// turns them in place into `scale ×` the gradient of their summed loss, and returns that
 /// summed loss (unscaled). `scale` is `1 / denom`. Call it only on a host device
-/// model ([`sweelol_gemma::host::host_head_kernels`]); when nothing needs a gradient (a
+/// model ([`sweelol_gemma::kernels::host::host_head_kernels`]); when nothing needs a gradient (a
 /// held-out loss) it returns the value alone, holding one chunk of logits at a time.
 pub fn host_head_loss<F>(lm: &Gemma3, hidden: Tensor<3>, positions: &[usize], chunk_rows: usize, denom: f64, row_grad: F) -> LossOutput
 where

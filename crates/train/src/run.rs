@@ -194,7 +194,7 @@ where
     opts.lock_held = true;
     let outcome = train(model, data, &opts);
     // The run's frozen table and weights, packed for bf16, go with the run.
-    sweelol_gemma::gemm_bf16::forget_packed();
+    sweelol_gemma::kernels::gemm_bf16::forget_packed();
     let outcome = outcome?;
     save(&outcome.model, dir)?;
     Ok(RunReport {

@@ -2,7 +2,7 @@
 //! gradients.
 //!
 //! burn-flex multiplies bf16 tensors by widening them to f32 and back, so a bf16 step
-//! costs more than an f32 one. Here the product is [`crate::gemm_bf16`]'s (AMX or
+//! costs more than an f32 one. Here the product is [`crate::kernels::gemm_bf16`]'s (AMX or
 //! `vdpbf16ps` where the CPU has them), and under autodiff it is one graph node whose backward computes both
 //! gradients the same way, as autocast's bf16 linear does: `dx = round(g · wᵀ)`,
 //! `dw = round(xᵀ · g)`, operands rounded to bf16, sums in f32.
@@ -18,7 +18,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
-use crate::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b_reused, Dst, MatRef};
+use crate::kernels::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b_reused, Dst, MatRef};
 
 type AdFlex = Autodiff<Flex>;
 
@@ -30,7 +30,7 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Option<Tensor<D
 }
 
 /// A linear layer's `x [n, in] · w [in, out]` as [`matmul`]; a weight that does not train
-/// here is packed once and reused ([`crate::gemm_bf16::pack_b_reused`]), as `w` forward
+/// here is packed once and reused ([`crate::kernels::gemm_bf16::pack_b_reused`]), as `w` forward
 /// and as `wᵀ` for the input's gradient.
 pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Option<Tensor<2>> {
     let fixed = !w.is_tracked();
@@ -49,7 +49,7 @@ fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kind: Rhs) -> Opt
     if ld[..D - 2] != rd[..D - 2] || ld[D - 1] != rd[D - 2] {
         return None;
     }
-    if !crate::host::runs_on_host(&lhs.device()) || lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 {
+    if !crate::kernels::host::runs_on_host(&lhs.device()) || lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 {
         return None;
     }
     if lhs.is_autodiff() || rhs.is_autodiff() {
@@ -165,7 +165,7 @@ fn batch_offset(mut bi: usize, dims: &[usize], strides: &[isize]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm_bf16::round_bf16;
+    use crate::kernels::gemm_bf16::round_bf16;
     use burn::tensor::Device;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {

@@ -20,7 +20,7 @@ pub fn runs_on_host(device: &Device) -> bool {
 /// Whether the head kernels on host memory (the fused head + loss, the blocked eval head,
 /// KD's teacher table) serve a model on `device`: on the host, in either precision. They
 /// never build the `[rows, 262144]` logits as tensors; in bf16 the training head's products
-/// are bf16 (`sweelol_train::host_head`), the evaluation head and KD's teacher logits f32.
+/// are bf16 (`sweelol_gemma::kernels::head`), the evaluation head and KD's teacher logits f32.
 pub fn host_head_kernels(device: &Device) -> bool {
     runs_on_host(device)
 }

@@ -9,16 +9,17 @@
 //! that allocates a fresh `[V, H]` gradient per chunk and adds them up.
 //!
 //! Matrices are row-major `f32` slices. In f32 the GEMMs are [`gemm_f32`] on the table where
-//! it lies; in bf16 they are [`sweelol_gemma::gemm_bf16`]'s, with the table packed once per
+//! it lies; in bf16 they are [`super::gemm_bf16`]'s, with the table packed once per
 //! call (as `embedᵀ` for the logits and as `embed` for the rows' gradient), not per chunk.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use sweelol_gemma::gemm::gemm_f32;
-use sweelol_gemma::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b, pack_b_reused, Dst, MatRef, PackedB};
-use sweelol_gemma::{host, Precision};
+use super::gemm::gemm_f32;
+use super::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b, pack_b_reused, Dst, MatRef, PackedB};
+use super::host;
+use crate::Precision;
 
 /// The summed loss and gradients, already multiplied by `scale`.
 pub struct HeadGrads {
@@ -158,7 +159,7 @@ struct PackedTable {
 impl PackedTable {
     /// The packed table for bf16 heads (none in f32). A table that does not train (LoRA,
     /// prompt tuning) is packed once and reused from call to call
-    /// ([`sweelol_gemma::gemm_bf16::pack_b_reused`]): converting its 262144 x 640 values
+    /// ([`super::gemm_bf16::pack_b_reused`]): converting its 262144 x 640 values
     /// twice was a quarter of a LoRA step.
     fn for_inputs(x: &HeadInputs, need_rows: bool, need_embed: bool) -> Option<Self> {
         if x.precision != Precision::Bf16 {
@@ -340,6 +341,6 @@ mod tests {
             // The same buffer with other values: the kept packing must not be reused.
             embed.iter_mut().for_each(|e| *e *= -2.0);
         }
-        sweelol_gemma::gemm_bf16::forget_packed();
+        crate::kernels::gemm_bf16::forget_packed();
     }
 }

@@ -10,7 +10,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::host::{runs_on_host, with_host_f32};
+use crate::kernels::host::{runs_on_host, with_host_f32};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more than it saves (the threshold burn's CPU backend uses).

@@ -13,9 +13,9 @@ use std::ops::Range;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
-use sweelol_gemma::gemm::gemm_f32;
-use sweelol_gemma::host::{self, host_head_kernels, with_host_f32};
-use sweelol_gemma::Gemma3;
+use super::gemm::gemm_f32;
+use super::host::{self, host_head_kernels, with_host_f32};
+use crate::Gemma3;
 
 /// Rows one head product takes on a backend that builds the logits: `[rows, 262144]` f32
 /// logits (512 MiB) and their log-softmax.

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::gemm::gemm_f32;
+use crate::kernels::gemm::gemm_f32;
 
 /// Which code computes bf16 products on this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
