@@ -494,11 +494,33 @@ pub fn write_report(
     crate::model_card::write_cards(&report, results)?;
     std::fs::write(run_dir.join("table.md"), report.markdown()?)?;
     std::fs::write(run_dir.join("table.csv"), report.csv()?)?;
-    std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&report)?)?;
+    let mut table = serde_json::to_value(&report)?;
+    relative_paths(&mut table, run_dir);
+    std::fs::write(run_dir.join("table.json"), serde_json::to_string_pretty(&table)?)?;
     std::fs::write(run_dir.join("plot.svg"), report.svg())?;
-    let manifest = manifest(preset, backend, results, wall_seconds);
+    let mut manifest = manifest(preset, backend, results, wall_seconds);
+    relative_paths(&mut manifest, run_dir);
     std::fs::write(run_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(())
+}
+
+/// Rewrites every string in `value` that names a path inside `root` relative to `root`, so a
+/// results folder copied elsewhere (or committed) carries no path of the machine that made
+/// it. Other strings are left as they are.
+fn relative_paths(value: &mut serde_json::Value, root: &Path) {
+    let absolute_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let rewrite = |s: &mut String| {
+        let path = Path::new(s.as_str());
+        if let Some(rel) = path.strip_prefix(root).ok().or_else(|| path.strip_prefix(&absolute_root).ok()) {
+            *s = rel.display().to_string();
+        }
+    };
+    match value {
+        serde_json::Value::String(s) => rewrite(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| relative_paths(v, root)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| relative_paths(v, root)),
+        _ => {}
+    }
 }
 
 /// Starts a new peak: after this, [`peak_rss_mib`] reports the peak since now (Linux

