@@ -509,16 +509,19 @@ pub fn write_report(
 /// it. Other strings are left as they are.
 fn relative_paths(value: &mut serde_json::Value, root: &Path) {
     let absolute_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-    let rewrite = |s: &mut String| {
-        let path = Path::new(s.as_str());
-        if let Some(rel) = path.strip_prefix(root).ok().or_else(|| path.strip_prefix(&absolute_root).ok()) {
-            *s = rel.display().to_string();
-        }
-    };
+    rewrite_paths(value, &[root, &absolute_root]);
+}
+
+/// [`relative_paths`] below `value`, for each of `roots` (the folder as given and absolute).
+fn rewrite_paths(value: &mut serde_json::Value, roots: &[&Path]) {
     match value {
-        serde_json::Value::String(s) => rewrite(s),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| relative_paths(v, root)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| relative_paths(v, root)),
+        serde_json::Value::String(s) => {
+            if let Some(rel) = roots.iter().find_map(|root| Path::new(s.as_str()).strip_prefix(root).ok()) {
+                *s = rel.display().to_string();
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| rewrite_paths(v, roots)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| rewrite_paths(v, roots)),
         _ => {}
     }
 }
