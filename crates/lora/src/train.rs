@@ -57,7 +57,7 @@ impl TrainableModel for LoraModel {
 pub fn run(cfg: &RunConfig, lora: &LoraConfig, device: &Device) -> Result<RunReport, TrainError> {
     sweelol_train::validated::<Lora>(lora)?;
     let prepared = prepare(cfg, device)?;
-    let model = attach(prepared.model, lora).map_err(|e| TrainError::Settings(format!("[lora] {e}")))?;
+    let model = attach(prepared.model, lora).map_err(sweelol_train::settings_error::<Lora>)?;
     let dir = artifact_dir(cfg, "adapter");
     let base = sweelol_train::run::peft_base_model(cfg);
     let id = RunIdentity::new(cfg, TECHNIQUE, lora);

@@ -50,7 +50,7 @@ pub fn run(cfg: &RunConfig, pt: &PromptTuningConfig, device: &Device) -> Result<
     sweelol_train::validated::<PromptTuning>(pt)?;
     let prepared = prepare(cfg, device)?;
     let model = PromptTuned::init(prepared.model, pt, &prepared.tokenizer)
-        .map_err(|e| TrainError::Settings(format!("[prompt_tuning] {e}")))?;
+        .map_err(sweelol_train::settings_error::<PromptTuning>)?;
     let dir = artifact_dir(cfg, "adapter");
     let base = sweelol_train::run::peft_base_model(cfg);
     let id = RunIdentity::new(cfg, TECHNIQUE, pt);

@@ -48,4 +48,4 @@ pub mod run;
 pub use masks::{MaskSpec, Masks};
 pub use run::{artifact_dir, autodiff_device, prepare, run_technique, Prepared, RunIdentity, RunReport};
 pub use sparsity::{export_sparse, sparsity_report, SparsityReport};
-pub use technique::{validated, Artifact, Technique};
+pub use technique::{settings_error, validated, Artifact, Technique};

@@ -60,8 +60,12 @@ pub trait Technique {
     }
 }
 
-/// [`Technique::validate`] as every technique reports it: a settings error naming the
-/// technique's table.
+/// A settings error of technique `T`, as every technique reports one: `[table] message`.
+pub fn settings_error<T: Technique>(msg: impl std::fmt::Display) -> TrainError {
+    TrainError::Settings(format!("[{}] {msg}", T::TABLE))
+}
+
+/// [`Technique::validate`], its message as [`settings_error`] words it.
 pub fn validated<T: Technique>(settings: &T::Settings) -> Result<(), TrainError> {
-    T::validate(settings).map_err(|msg| TrainError::Settings(format!("[{}] {msg}", T::TABLE)))
+    T::validate(settings).map_err(settings_error::<T>)
 }
