@@ -111,6 +111,9 @@ fn bench_sized(cfg: &mut TechniqueRun, opts: &BenchOptions, dir: &Path) {
     run.train.batch_size = opts.batch_size;
     run.train.pad_to_multiple = opts.pad_to_multiple;
     run.train.fixed_batch = opts.pad_to_multiple > 1;
+    // The untimed warm-up step is the largest, so the timed ones run in warm memory, as
+    // the steps of a long run do (`docs/perf.md`).
+    run.train.largest_batch_first = true;
     run.train.dtype = opts.dtype;
     run.train.grad_accum = 1;
     run.train.max_steps = Some(steps + 1);

@@ -170,9 +170,16 @@ pub struct TrainSection {
     /// step has the same number of rows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub fixed_batch: bool,
+    /// Train each epoch's largest micro-batch (most padded tokens) first. The run then
+    /// reaches its memory peak in its first step (and fails there if memory is short), and
+    /// later steps reuse memory the first one touched instead of faulting in fresh pages.
+    /// `cargo xtask bench` sets it so that its warm-up step does that warming.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub largest_batch_first: bool,
     /// What matrix products compute in: `f32`, or `bf16` from f32 master weights and
     /// optimizer state, with norms, softmax and the loss in f32 (`sweelol_gemma::precision`).
-    /// bf16 is for GPUs; on the CPU it is emulated and slower.
+    /// On a CPU with `avx512_bf16` or AMX the products run natively; on other CPUs they are
+    /// emulated and slower than f32 (`docs/precision.md`).
     #[serde(default, skip_serializing_if = "is_f32")]
     pub dtype: Precision,
 }
@@ -228,6 +235,7 @@ impl TrainSection {
             loss_chunk_rows: default_chunk_rows(),
             pad_to_multiple: 1,
             fixed_batch: false,
+            largest_batch_first: false,
             dtype: Precision::F32,
         }
     }

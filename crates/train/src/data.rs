@@ -78,7 +78,8 @@ pub fn tokenize_split(split: &Split, cfg: &DataSection, tokenizer: &Tokenizer) -
     })
 }
 
-/// The stream of micro-batches: epoch `e` is `bucketed_batches(train, batch_size, seed + e)`,
+/// The stream of micro-batches: epoch `e` is `bucketed_batches(train, batch_size, seed + e)`
+/// (with its largest micro-batch moved to the front when asked: [`BatchStream::largest_first`]),
 /// epochs follow one another, and optimizer step `s` takes micro-batches
 /// `s·accum .. (s+1)·accum` of the stream. The position in the data is thus a function of
 /// the step, which is what makes a resumed run see the same batches.
@@ -87,6 +88,7 @@ pub struct BatchStream<'a> {
     batch_size: usize,
     seed: u64,
     per_epoch: usize,
+    largest_first: bool,
     cached: Option<(usize, Vec<Batch>)>,
 }
 
@@ -96,7 +98,15 @@ impl<'a> BatchStream<'a> {
             return Err(TrainError::Data("no training examples".into()));
         }
         let per_epoch = examples.len().div_ceil(batch_size);
-        Ok(BatchStream { examples, batch_size, seed, per_epoch, cached: None })
+        Ok(BatchStream { examples, batch_size, seed, per_epoch, largest_first: false, cached: None })
+    }
+
+    /// Each epoch starts with its largest micro-batch (most padded tokens, then most target
+    /// tokens; the earliest of equals); the others keep their order
+    /// (`[train] largest_batch_first`).
+    pub fn largest_first(mut self, yes: bool) -> Self {
+        self.largest_first = yes;
+        self
     }
 
     pub fn batches_per_epoch(&self) -> usize {
@@ -113,8 +123,59 @@ impl<'a> BatchStream<'a> {
         let (epoch, k) = self.position(i);
         if self.cached.as_ref().map(|c| c.0) != Some(epoch) {
             let seed = self.seed.wrapping_add(epoch as u64);
-            self.cached = Some((epoch, bucketed_batches(self.examples, self.batch_size, seed)?));
+            let mut batches = bucketed_batches(self.examples, self.batch_size, seed)?;
+            if self.largest_first {
+                move_largest_to_front(&mut batches);
+            }
+            self.cached = Some((epoch, batches));
         }
         Ok(self.cached.as_ref().expect("cached").1[k].clone())
+    }
+}
+
+fn move_largest_to_front(batches: &mut [Batch]) {
+    let size = |b: &Batch| (b.batch_size * b.seq_len, b.num_target_tokens());
+    // `max_by_key` keeps the last of equals; the reversed scan makes it the first.
+    if let Some(i) = (0..batches.len()).rev().max_by_key(|&i| size(&batches[i])) {
+        batches[..=i].rotate_right(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 23 examples of lengths 3..=25 in a scrambled order, the response their last two tokens.
+    fn examples() -> Vec<TokenizedExample> {
+        (0..23u32)
+            .map(|i| {
+                let len = 3 + (i * 7 % 23) as usize;
+                TokenizedExample { input_ids: vec![5; len], loss_mask: (0..len).map(|t| t + 2 >= len).collect(), prompt_len: len - 2 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn largest_batch_first_starts_each_epoch_with_its_largest_and_keeps_the_rest_in_order() {
+        let data = examples();
+        let (batch, seed) = (4, 11);
+        let mut plain = BatchStream::new(&data, batch, seed).unwrap();
+        let mut largest = BatchStream::new(&data, batch, seed).unwrap().largest_first(true);
+        let per_epoch = plain.batches_per_epoch();
+        assert_eq!(per_epoch, 6);
+        for epoch in 0..2 {
+            let get = |s: &mut BatchStream, k: usize| s.get(epoch * per_epoch + k).unwrap();
+            let plain: Vec<Batch> = (0..per_epoch).map(|k| get(&mut plain, k)).collect();
+            let largest: Vec<Batch> = (0..per_epoch).map(|k| get(&mut largest, k)).collect();
+            // Lengths 3..=25 sorted into 4s: the largest is 4 x 22 = 88 padded tokens, not
+            // the short batch that holds the longest example (3 x 25 = 75).
+            assert_eq!((largest[0].batch_size, largest[0].seq_len), (4, 22), "epoch {epoch}");
+            let at = plain.iter().position(|b| *b == largest[0]).expect("the same batches");
+            let mut rest = plain.clone();
+            rest.remove(at);
+            assert_eq!(&largest[1..], &rest[..], "epoch {epoch}: the others keep their order");
+        }
+        // Off by default: the stream is the bucketed order itself.
+        assert_eq!(BatchStream::new(&data, batch, seed).unwrap().get(0).unwrap(), bucketed_batches(&data, batch, seed).unwrap()[0]);
     }
 }

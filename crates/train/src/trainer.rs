@@ -245,7 +245,7 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new(opt: AdamW, data: &'a Dataset, opts: &'a TrainOptions) -> Result<Self> {
         let t = &opts.train;
-        let stream = BatchStream::new(&data.train, t.batch_size, t.seed)?;
+        let stream = BatchStream::new(&data.train, t.batch_size, t.seed)?.largest_first(t.largest_batch_first);
         let total = total_steps(t, data.train.len());
         let schedule = LrSchedule {
             peak: t.lr,
