@@ -3,18 +3,18 @@
 //! glibc's `malloc` serves every block above 32 MiB with its own `mmap` and gives it back
 //! with `munmap` on free, so the next block of that size arrives as fresh pages that the
 //! kernel faults in and zeroes one by one. A CPU training step allocates and frees many
-//! such blocks (the 671 MB embedding gradient, the head's logit chunks, every large
-//! activation and its gradient), and a profile of a Full-Finetune step on the 2-core bench
-//! machine put about a third of all time in the kernel's page-fault and page-clearing code
-//! (`docs/perf.md`). Serving large blocks from the heap and keeping freed memory for reuse
-//! removes that cost. Peak memory is unchanged in principle (freed memory is reused, not
-//! added to); it only stays resident after the peak instead of going back to the OS.
+//! such blocks (the 671 MB embedding gradient, the head's logit chunks, large activations
+//! and their gradients), and a profile of a Full-Finetune step on the 2-core bench machine
+//! put about a third of all time in the kernel's page-fault and page-clearing code
+//! (`docs/perf.md`). So blocks below [`LARGE_BLOCK`] stay in glibc's heap and are reused
+//! ([`keep_freed_memory`]), and larger ones go to [`LargeBlocksMapped`], which keeps a
+//! bounded number of freed mappings for reuse: in the heap, their changing sizes would
+//! fragment it and raise the peak.
 
-/// Makes glibc's `malloc` keep large freed blocks for reuse instead of unmapping them
-/// (call once, early, in a program that trains or evaluates on the CPU). A no-op on
-/// other C libraries and platforms, and when `SWEELOL_KEEP_FREED_MEMORY=0`: glibc's
-/// defaults then give each large block back at once, for a lower resident size between
-/// peaks and fragmentation-free peaks, at the page-fault cost above.
+/// Makes glibc's `malloc` keep freed blocks for reuse instead of unmapping them (call
+/// once, early, in a program that trains or evaluates on the CPU). A no-op on other C
+/// libraries and platforms, and when `SWEELOL_KEEP_FREED_MEMORY=0`: glibc's defaults then
+/// give each block above its `mmap` threshold back at once, at the page-fault cost above.
 pub fn keep_freed_memory() {
     if std::env::var("SWEELOL_KEEP_FREED_MEMORY").is_ok_and(|v| v == "0") {
         return;
@@ -31,14 +31,184 @@ pub fn keep_freed_memory() {
 }
 
 /// Gives the heap's free memory back to the OS (glibc's `malloc_trim`: the free top, and
-/// whole free pages inside the heap). Call between jobs in one process (one technique's
-/// run and the next, training and evaluation): the memory [`keep_freed_memory`] kept for
-/// the job that ended would otherwise stay resident under the next one, and its
-/// fragments add to that job's peak. A no-op off glibc.
+/// whole free pages inside the heap), and the freed mappings [`LargeBlocksMapped`] kept.
+/// Call between jobs in one process (one technique's run and the next, training and
+/// evaluation): the memory kept for the job that ended would otherwise stay resident under
+/// the next one, and its fragments add to that job's peak.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory; live allocations are untouched.
     unsafe {
         libc::malloc_trim(0);
+    }
+    let kept = std::mem::take(&mut *CACHE.lock().unwrap_or_else(|e| e.into_inner()));
+    for (addr, len) in kept {
+        unmap(addr, len);
+    }
+}
+
+/// The process's allocator for CPU training (install it with `#[global_allocator]` in a
+/// binary, beside [`keep_freed_memory`]): blocks of [`LARGE_BLOCK`] bytes and more get
+/// mappings of their own, asked for as transparent huge pages; smaller ones are glibc's.
+///
+/// Why: a step's large blocks (the head's logit chunks, the 671 MB embedding gradient, the
+/// packed table) change size from batch to batch. Kept in glibc's heap they leave holes
+/// that later blocks do not fit, and the heap's high-water mark grows: KD-Pruned's bench
+/// peaked at 8.1 - 8.3 GiB that way, 7.6 GiB with this allocator (`docs/perf.md`). Fresh
+/// mappings cost a fault and a clearing per page, so up to [`CACHED_BYTES`] of freed ones
+/// are kept for the next large blocks: without that, KD's step was a fifth slower. Huge
+/// pages (2 MiB) cut the faults 512-fold where the kernel grants them
+/// (`/sys/kernel/mm/transparent_hugepage/enabled`: `always` or `madvise`).
+pub struct LargeBlocksMapped;
+
+/// Blocks from this size up are mapped on their own: glibc's own largest dynamic `mmap`
+/// threshold.
+pub const LARGE_BLOCK: usize = 32 << 20;
+
+/// Freed large mappings kept for reuse, in all: about two of a step's largest blocks.
+pub const CACHED_BYTES: usize = 1 << 30;
+
+/// Huge-page size on x86-64 and aarch64 (4 KiB base pages): mappings are whole multiples.
+const HUGE_PAGE: usize = 2 << 20;
+
+fn mapped_len(size: usize) -> usize {
+    size.div_ceil(HUGE_PAGE) * HUGE_PAGE
+}
+
+fn is_large(layout: &std::alloc::Layout) -> bool {
+    cfg!(target_os = "linux") && layout.size() >= LARGE_BLOCK && layout.align() <= 4096
+}
+
+// SAFETY: a large block is a mapping of exactly `mapped_len(size)` bytes (page-aligned, so
+// any alignment up to 4096 holds), fresh or cached; `dealloc` recomputes that length from
+// the same layout and caches or unmaps it. Every other block is `System`'s.
+unsafe impl std::alloc::GlobalAlloc for LargeBlocksMapped {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if !is_large(&layout) {
+            return unsafe { std::alloc::System.alloc(layout) };
+        }
+        from_cache(mapped_len(layout.size())).unwrap_or_else(|| map_large(layout.size()))
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if !is_large(&layout) {
+            return unsafe { std::alloc::System.alloc_zeroed(layout) };
+        }
+        match from_cache(mapped_len(layout.size())) {
+            // SAFETY: the cached mapping holds at least `size` writable bytes.
+            Some(p) => unsafe {
+                std::ptr::write_bytes(p, 0, layout.size());
+                p
+            },
+            // A fresh anonymous mapping is already zero: no pass over it here.
+            None => map_large(layout.size()),
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if !is_large(&layout) {
+            return unsafe { std::alloc::System.dealloc(ptr, layout) };
+        }
+        cache_or_unmap(ptr as usize, mapped_len(layout.size()));
+    }
+}
+
+/// Freed mappings `(address, length)` kept for the next large blocks, oldest first.
+static CACHE: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a freed mapping for reuse, unmapping the oldest kept ones beyond [`CACHED_BYTES`].
+fn cache_or_unmap(addr: usize, len: usize) {
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.push((addr, len));
+    while cache.iter().map(|c| c.1).sum::<usize>() > CACHED_BYTES {
+        let (a, l) = cache.remove(0);
+        unmap(a, l);
+    }
+}
+
+fn unmap(addr: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `addr..addr + len` is a whole mapping, or its tail, made by `map_large`.
+    unsafe {
+        libc::munmap(addr as *mut libc::c_void, len);
+    }
+}
+
+/// The smallest cached mapping that holds `len` bytes, its tail beyond `len` unmapped.
+fn from_cache(len: usize) -> Option<*mut u8> {
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let i = (0..cache.len()).filter(|&i| cache[i].1 >= len).min_by_key(|&i| cache[i].1)?;
+    let (addr, have) = cache.remove(i);
+    if have > len {
+        unmap(addr + len, have - len);
+    }
+    Some(addr as *mut u8)
+}
+
+/// A fresh zero-filled mapping of at least `size` bytes, huge pages asked for; null when the
+/// kernel refuses (the caller's allocation error).
+fn map_large(size: usize) -> *mut u8 {
+    #[cfg(target_os = "linux")]
+    // SAFETY: an anonymous private mapping touches no existing memory; `madvise` only
+    // states a preference for the range just mapped.
+    unsafe {
+        let len = mapped_len(size);
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        if p == libc::MAP_FAILED {
+            return std::ptr::null_mut();
+        }
+        libc::madvise(p, len, libc::MADV_HUGEPAGE);
+        p.cast()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = size;
+        unreachable!("large blocks are mapped on Linux only")
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use super::*;
+
+    /// One test, since the cache is the process's: large blocks are mapped, reused once
+    /// freed, zero when asked for even when reused, and all given back on release.
+    #[test]
+    fn large_blocks_are_mapped_reused_zeroed_and_released() {
+        let a = LargeBlocksMapped;
+        let large = Layout::from_size_align(LARGE_BLOCK + 12_345, 64).unwrap();
+        let smaller = Layout::from_size_align(LARGE_BLOCK, 64).unwrap();
+        release_freed_memory();
+        unsafe {
+            let p = a.alloc(large);
+            assert!(!p.is_null() && p as usize % 4096 == 0, "a page-aligned mapping");
+            std::ptr::write_bytes(p, 0xAB, large.size());
+            a.dealloc(p, large);
+            // The freed mapping serves the next large block that fits, zeroed on request.
+            let q = a.alloc_zeroed(smaller);
+            assert_eq!(q, p, "the kept mapping is reused");
+            let bytes = std::slice::from_raw_parts(q, smaller.size());
+            assert!(bytes.iter().all(|&b| b == 0), "alloc_zeroed on a reused mapping");
+            a.dealloc(q, smaller);
+            assert_eq!(CACHE.lock().unwrap().iter().map(|c| c.1).sum::<usize>(), mapped_len(smaller.size()));
+            release_freed_memory();
+            assert!(CACHE.lock().unwrap().is_empty(), "release unmaps what was kept");
+            // Never more than CACHED_BYTES kept: the oldest go first.
+            let blocks: Vec<*mut u8> = (0..CACHED_BYTES / LARGE_BLOCK + 3).map(|_| a.alloc(smaller)).collect();
+            for &b in &blocks {
+                a.dealloc(b, smaller);
+            }
+            let kept: Vec<usize> = CACHE.lock().unwrap().iter().map(|c| c.0).collect();
+            assert_eq!(kept.len(), CACHED_BYTES / mapped_len(smaller.size()));
+            assert_eq!(kept.last(), blocks.last().map(|&b| b as usize).as_ref(), "the newest is kept");
+            release_freed_memory();
+            // Small blocks are the system allocator's and never cached.
+            let small = Layout::from_size_align(4096, 8).unwrap();
+            let s = a.alloc(small);
+            a.dealloc(s, small);
+            assert!(CACHE.lock().unwrap().is_empty());
+        }
     }
 }
