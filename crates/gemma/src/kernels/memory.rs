@@ -183,7 +183,7 @@ mod tests {
         release_freed_memory();
         unsafe {
             let p = a.alloc(large);
-            assert!(!p.is_null() && p as usize % 4096 == 0, "a page-aligned mapping");
+            assert!(!p.is_null() && (p as usize).is_multiple_of(4096), "a page-aligned mapping");
             std::ptr::write_bytes(p, 0xAB, large.size());
             a.dealloc(p, large);
             // The freed mapping serves the next large block that fits, zeroed on request.
