@@ -10,7 +10,7 @@
 //! - [`kernels`]: every fast path (products, GeGLU, the LM head with its loss, evaluation
 //!   log-probabilities, AdamW, host memory), each choosing host loops or tensor ops itself.
 //! - [`shapes`]: fixed forward shapes for backends that compile kernels per shape.
-//! - [`precision`]: f32 or bf16 matrix products (mixed precision on GPUs).
+//! - [`precision`]: f32 or bf16 matrix products (mixed precision, as PyTorch's autocast).
 
 pub mod config;
 pub mod error;

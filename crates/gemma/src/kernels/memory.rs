@@ -87,22 +87,14 @@ unsafe impl std::alloc::GlobalAlloc for LargeBlocksMapped {
         if !is_large(&layout) {
             return unsafe { std::alloc::System.alloc(layout) };
         }
-        from_cache(mapped_len(layout.size())).unwrap_or_else(|| map_large(layout.size()))
+        alloc_large(layout.size(), false)
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         if !is_large(&layout) {
             return unsafe { std::alloc::System.alloc_zeroed(layout) };
         }
-        match from_cache(mapped_len(layout.size())) {
-            // SAFETY: the cached mapping holds at least `size` writable bytes.
-            Some(p) => unsafe {
-                std::ptr::write_bytes(p, 0, layout.size());
-                p
-            },
-            // A fresh anonymous mapping is already zero: no pass over it here.
-            None => map_large(layout.size()),
-        }
+        alloc_large(layout.size(), true)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
@@ -128,7 +120,7 @@ fn cache_or_unmap(addr: usize, len: usize) {
 
 fn unmap(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
-    // SAFETY: `addr..addr + len` is a whole mapping, or its tail, made by `map_large`.
+    // SAFETY: `addr..addr + len` is a whole mapping, or its tail, made by `map_fresh`.
     unsafe {
         libc::munmap(addr as *mut libc::c_void, len);
     }
@@ -145,14 +137,29 @@ fn from_cache(len: usize) -> Option<*mut u8> {
     Some(addr as *mut u8)
 }
 
-/// A fresh zero-filled mapping of at least `size` bytes, huge pages asked for; null when the
-/// kernel refuses (the caller's allocation error).
-fn map_large(size: usize) -> *mut u8 {
+/// A large block of `size` bytes: a kept mapping that fits (cleared when `zeroed`), else a
+/// fresh one, which is zero already. Null when the kernel refuses (the caller's allocation
+/// error).
+fn alloc_large(size: usize, zeroed: bool) -> *mut u8 {
+    let len = mapped_len(size);
+    match from_cache(len) {
+        Some(p) => {
+            if zeroed {
+                // SAFETY: the kept mapping holds `len ≥ size` writable bytes.
+                unsafe { std::ptr::write_bytes(p, 0, size) };
+            }
+            p
+        }
+        None => map_fresh(len),
+    }
+}
+
+/// A fresh anonymous mapping of `len` bytes, huge pages asked for; null when refused.
+fn map_fresh(len: usize) -> *mut u8 {
     #[cfg(target_os = "linux")]
     // SAFETY: an anonymous private mapping touches no existing memory; `madvise` only
     // states a preference for the range just mapped.
     unsafe {
-        let len = mapped_len(size);
         let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
         if p == libc::MAP_FAILED {
             return std::ptr::null_mut();
@@ -162,7 +169,7 @@ fn map_large(size: usize) -> *mut u8 {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = size;
+        let _ = len;
         unreachable!("large blocks are mapped on Linux only")
     }
 }

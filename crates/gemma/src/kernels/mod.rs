@@ -14,7 +14,8 @@
 //! - [`log_probs`]: the head's log-probabilities of chosen tokens, in blocks of rows
 //!   (evaluation).
 //! - [`adamw`]: AdamW's update of one parameter.
-//! - [`memory`]: how host memory is kept and released between jobs.
+//! - [`memory`]: how host memory is handed out (large blocks on their own mappings, the
+//!   rest kept in glibc's heap) and released between jobs.
 
 pub mod adamw;
 pub mod bf16_ops;
