@@ -248,7 +248,7 @@ fn plan_text(
     use std::fmt::Write;
     let mut out = format!("plan ({} runs; finished stages are reused):\n", runs.len());
     let trained = trained_on_disk(preset, runs);
-    let (mut total, mut unknown) = (0.0, Vec::new());
+    let (mut total, mut unknown, mut estimated) = (0.0, Vec::new(), 0);
     for run in runs.iter().filter(|r| to_run.contains(&r.spec.name)) {
         let est = estimate(preset, run, &trained, rates, backend, docs_per_row)?;
         let training = match &run.spec.config {
@@ -274,15 +274,19 @@ fn plan_text(
         };
         writeln!(out, "  {:<24} {training}score {docs_per_row} documents ({}){when}", run.key(), preset.eval.dtype)?;
         match est {
-            Some(s) => total += s,
+            Some(s) => (total, estimated) = (total + s, estimated + 1),
             None => unknown.push(run.key()),
         }
     }
-    match unknown.len() {
-        0 => writeln!(out, "estimated time here: {} (rates measured by earlier stages on this machine)", rates::human(total))?,
-        _ => writeln!(
+    match (unknown.is_empty(), estimated > 0) {
+        (true, _) => writeln!(out, "estimated time here: {} (rates measured by earlier stages on this machine)", rates::human(total))?,
+        (false, false) => writeln!(
             out,
-            "estimated time here: {} for the stages with a measured rate; none yet for {} (this machine has not run them; a finished stage records its rate)",
+            "estimated time here: not known yet (no stage of this plan has run on this machine with these settings; each finished stage records its rate in rates.json beside the study)"
+        )?,
+        (false, true) => writeln!(
+            out,
+            "estimated time here: {} for the stages with a measured rate, plus {} (not run on this machine with these settings yet; a finished stage records its rate)",
             rates::human(total),
             unknown.join(", ")
         )?,

@@ -81,6 +81,8 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     assert!(text.contains("estimated time here: 0 s (rates measured"), "{text}");
     let elsewhere = plan_text(&p, &plan(&p, &dir.path().join("new"), None).unwrap(), &rows_to_run(&p, None).unwrap(), 9, &rates, "flex").unwrap();
     assert_eq!(elsewhere.matches("— est. ").count(), 7, "a new folder: every stage to run, each estimated: {elsewhere}");
+    let unmeasured = plan_text(&p, &plan(&p, &dir.path().join("new"), None).unwrap(), &rows_to_run(&p, None).unwrap(), 9, &Default::default(), "flex").unwrap();
+    assert!(unmeasured.contains("estimated time here: not known yet"), "no rate measured: {unmeasured}");
 
     // Nothing changed: nothing is redone, and no model is loaded.
     let loads = crate::model_loading::LOADS.with(|n| n.get());
