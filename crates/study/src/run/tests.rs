@@ -75,13 +75,14 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     let rates = crate::rates::Rates::load(&results);
     assert_eq!((rates.train.len(), rates.eval.len()), (5, 1), "five trained techniques, one task list: {rates:?}");
     let p = Preset::load_with(&preset, &[]).unwrap();
-    let runs = plan(&p, &first.run_dir, None).unwrap();
-    let text = plan_text(&p, &runs, &rows_to_run(&p, None).unwrap(), 9, &rates, "flex").unwrap();
+    let (runs, all_rows) = (plan(&p, &first.run_dir, None).unwrap(), rows_to_run(&p, None).unwrap());
+    let text = plan_text(&p, &runs, &all_rows, 9, &rates, "flex").unwrap();
     assert_eq!(text.matches("— finished").count(), 7, "{text}");
     assert!(text.contains("estimated time here: 0 s (rates measured"), "{text}");
-    let elsewhere = plan_text(&p, &plan(&p, &dir.path().join("new"), None).unwrap(), &rows_to_run(&p, None).unwrap(), 9, &rates, "flex").unwrap();
+    let new_folder = plan(&p, &dir.path().join("new"), None).unwrap();
+    let elsewhere = plan_text(&p, &new_folder, &all_rows, 9, &rates, "flex").unwrap();
     assert_eq!(elsewhere.matches("— est. ").count(), 7, "a new folder: every stage to run, each estimated: {elsewhere}");
-    let unmeasured = plan_text(&p, &plan(&p, &dir.path().join("new"), None).unwrap(), &rows_to_run(&p, None).unwrap(), 9, &Default::default(), "flex").unwrap();
+    let unmeasured = plan_text(&p, &new_folder, &all_rows, 9, &Default::default(), "flex").unwrap();
     assert!(unmeasured.contains("estimated time here: not known yet"), "no rate measured: {unmeasured}");
 
     // Nothing changed: nothing is redone, and no model is loaded.
