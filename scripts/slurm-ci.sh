@@ -68,8 +68,8 @@ for job in full-finetune kd-pruned table; do
   [ "$(state_of "sweelol-quick-$job")" = COMPLETED ] || fail "sweelol-quick-$job did not complete"
 done
 
-# The table needs the scores, not the training checkpoints (3 GB per full-weight row).
-rm -rf "$run_dir"/*/train/checkpoints
+# A finished row keeps no checkpoints (the study removes them; 3 GiB per full-weight row).
+ls -d "$run_dir"/*/train/checkpoints 2>/dev/null && fail "finished rows kept their checkpoints"
 
 echo "== 3. the same study run locally; the tables must be equal"
 "$xtask" "${study[@]}" --out "$work/local" > "$work/local.txt" 2>&1 || { tail -n 30 "$work/local.txt"; fail "the local run"; }

@@ -13,15 +13,13 @@ use sweelol_train::testing;
 const TASK: &str = "mmlu_abstract_algebra";
 
 fn model() -> &'static Pretrained {
-    static MODEL: OnceLock<(tempfile::TempDir, Pretrained)> = OnceLock::new();
-    &MODEL
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let path = testing::tiny_real_vocab_model(&dir.path().join("m")).unwrap();
-            let pre = load_pretrained(path.to_str().unwrap(), &Device::flex()).unwrap();
-            (dir, pre)
-        })
-        .1
+    // A static is never dropped, so the model's directory goes as soon as it is loaded.
+    static MODEL: OnceLock<Pretrained> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = testing::tiny_real_vocab_model(&dir.path().join("m")).unwrap();
+        load_pretrained(path.to_str().unwrap(), &Device::flex()).unwrap()
+    })
 }
 
 fn options(out: &Path, limit: usize, identity: &str) -> EvalOptions {

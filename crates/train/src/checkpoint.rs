@@ -50,6 +50,11 @@ pub struct TrainState {
     pub elapsed_s: f64,
 }
 
+/// Where a run writing to `output_dir` keeps its checkpoints.
+pub fn root(output_dir: &Path) -> PathBuf {
+    output_dir.join("checkpoints")
+}
+
 /// The files of one checkpoint, loaded.
 pub struct Checkpoint {
     pub dir: PathBuf,

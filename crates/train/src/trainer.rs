@@ -264,7 +264,7 @@ impl<'a> Run<'a> {
             schedule,
             total,
             step: 0,
-            ckpt_root: opts.output_dir.join("checkpoints"),
+            ckpt_root: checkpoint::root(&opts.output_dir),
             resumed_from: None,
             earlier_s: 0.0,
             last_checkpoint: None,

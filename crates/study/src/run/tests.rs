@@ -70,6 +70,13 @@ fn tiny_study_runs_end_to_end_and_redoes_exactly_the_changed_stages() {
     // KD-Pruned's student is the pruned model: its result keeps exactly its zeros.
     let kd = &t["rows"][6]["train"][0]["details"]["sparsity"]["pruned_tensors"];
     assert_eq!(kd.as_f64(), Some(0.5), "{kd}");
+    // A finished row keeps its model and drops the checkpoints it no longer resumes from.
+    for row in ["prompt-tune", "full-finetune", "lora", "finetuned-pruned", "kd-pruned"] {
+        let train = first.run_dir.join(row).join("train");
+        assert!(train.join("metrics.jsonl").is_file(), "{row} trained");
+        assert!(!train.join("checkpoints").exists(), "{row} keeps its checkpoints");
+    }
+    assert!(first.run_dir.join("full-finetune/model/model.safetensors").is_file());
 
     // Every stage measured its rate here, so the next plan says how long each stage takes.
     let rates = crate::rates::Rates::load(&results);
