@@ -177,6 +177,10 @@ pub struct Overrides {
     pub epochs: Option<usize>,
     pub max_steps: Option<usize>,
     pub batch_size: Option<usize>,
+    /// How often every row logs its held-out loss and checkpoints (`[train] eval_every`,
+    /// `checkpoint_every`): cadence only, so a row's identity and results do not change.
+    pub eval_every: Option<usize>,
+    pub checkpoint_every: Option<usize>,
     /// `[train] dtype` of every row (`--dtype` overrides); `run_study` settles `auto` before
     /// any row runs.
     pub dtype: Option<DtypeChoice>,
@@ -199,6 +203,12 @@ impl Overrides {
         }
         if let Some(n) = self.batch_size {
             cfg.train.batch_size = n;
+        }
+        if let Some(n) = self.eval_every {
+            cfg.train.eval_every = n;
+        }
+        if let Some(n) = self.checkpoint_every {
+            cfg.train.checkpoint_every = n;
         }
         match self.dtype {
             Some(DtypeChoice::F32) => cfg.train.dtype = sweelol_gemma::Precision::F32,
@@ -351,6 +361,24 @@ mod tests {
         assert_eq!(Preset::load_with(&path, &[]).unwrap().overrides.n_train, Some(1000), "the file itself says 1000");
         let msg = format!("{:#}", Preset::load_with(&path, &["overrides.n_trian=2".into()]).unwrap_err());
         assert!(msg.contains("n_trian") && msg.contains("--set overrides.n_trian=2"), "{msg}");
+    }
+
+    #[test]
+    fn cadence_overrides_reach_every_row_and_leave_its_identity_alone() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let row = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let p = Preset::load_with(&configs.join("study/default.toml"), &sets).unwrap();
+            let mut cfg = crate::technique::load(&configs.join("full-finetune.toml")).unwrap().run;
+            p.overrides.apply(&mut cfg);
+            cfg
+        };
+        let plain = row(&["overrides.eval_every=16", "overrides.checkpoint_every=16"]);
+        let sparse = row(&["overrides.eval_every=7", "overrides.checkpoint_every=9"]);
+        assert_eq!((plain.train.eval_every, plain.train.checkpoint_every), (16, 16));
+        assert_eq!((sparse.train.eval_every, sparse.train.checkpoint_every), (7, 9));
+        assert_eq!(plain.hash(), sparse.hash(), "cadence is not part of a row's identity");
+        assert_ne!(plain.hash(), row(&["overrides.n_train=999"]).hash(), "the data is");
     }
 
     #[test]
