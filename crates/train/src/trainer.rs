@@ -375,7 +375,11 @@ impl<'a> Run<'a> {
         profile::take();
         let micro = profile::timed(Phase::Data, || self.micro_batches(step))?;
         let shapes = t.shapes();
-        let micro: Vec<TokenBatch> = micro.iter().map(|b| TokenBatch::from_dolly(b).padded(&shapes)).collect();
+        let micro: Vec<TokenBatch> = micro
+            .iter()
+            .flat_map(|b| b.split(t.max_batch_tokens))
+            .map(|b| TokenBatch::from_dolly(&b).padded(&shapes))
+            .collect();
         let new_shapes = micro.iter().filter(|b| self.shape_log.record(b.batch_size, b.seq_len)).count();
         if new_shapes == 0 && self.warmup_s.is_none() {
             // The first step that compiles nothing new: what came before was warm-up.

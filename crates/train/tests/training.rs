@@ -109,6 +109,44 @@ fn resumed_run_reaches_the_same_weights() {
     assert_eq!(checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().len(), 2, "keep_checkpoints = 2");
 }
 
+#[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
+fn micro_batches_split_by_max_batch_tokens_reach_the_same_weights() {
+    let device = Device::flex().autodiff();
+    let data = Dataset { train: random_examples(12, 6, 14, 3, 512, 31), eval: random_examples(4, 6, 10, 3, 512, 32) };
+    let mut t = TrainSection::new(2e-3, 4);
+    t.max_steps = Some(3);
+    t.weight_decay = 0.1;
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = train(load_tiny(&device), &data, &options(t.clone(), whole_dir.path())).unwrap();
+    // Rows of up to 14 tokens in parts of at most 20: one or two rows a part.
+    t.max_batch_tokens = 20;
+    let split_dir = tempfile::tempdir().unwrap();
+    let split = train(load_tiny(&device), &data, &options(t.clone(), split_dir.path())).unwrap();
+    assert!(split.distinct_shapes > whole.distinct_shapes, "{} vs {} shapes: nothing was split", split.distinct_shapes, whole.distinct_shapes);
+    let diff = max_weight_diff(&all_weights(&whole.model), &all_weights(&split.model));
+    println!("max_batch_tokens = 20: max |weight difference| after 3 steps = {diff:e}");
+    // Adam divides by the gradients' own scale, so summation-order noise in the smallest
+    // gradients shows up at ~1e-6; a wrong weighting of the parts moves weights by ~1e-3.
+    assert!(diff <= 2e-5, "split micro-batches changed the weights by {diff}");
+    let losses = |path: &Path| -> Vec<f64> {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "train")
+            .map(|v| v["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (losses(&whole.metrics_path), losses(&split.metrics_path));
+    assert_eq!(a.len(), 3);
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs()), "step losses {a:?} vs {b:?}");
+    assert!(max_weight_diff(&all_weights(&load_tiny(&device)), &all_weights(&split.model)) > 1e-4, "training moved the weights");
+
+    t.fixed_batch = true;
+    let msg = t.validate().unwrap_err();
+    assert!(msg.contains("max_batch_tokens") && msg.contains("fixed_batch"), "{msg}");
+}
+
 /// Full fine-tuning whose final norm turns NaN after a given number of steps.
 #[derive(Module, Debug)]
 struct Poisoned {
