@@ -174,7 +174,8 @@ pub struct TrainSection {
     /// parts in the same optimizer step (rows in order, each part cut to its longest row),
     /// each loss divided by the step's target tokens, so the step's gradient is the same up
     /// to summation order. The backward pass keeps every forward activation of a micro-batch,
-    /// about 1.6 MiB a token on Gemma-3-270m (3.4 GiB for 4 x 512), so this caps that memory.
+    /// about 1.7 MiB a token on Gemma-3-270m (3.4 GiB for 4 x 512), so this caps that memory
+    /// (`docs/results/cpu-2core-memory-512/`: 15% fewer tokens/s at 1024).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_batch_tokens: usize,
     /// Train each epoch's largest micro-batch (most padded tokens) first. The run then
