@@ -44,38 +44,16 @@ impl Batch {
     }
 
     /// This batch as consecutive parts of at most `max_tokens` padded tokens each (at least
-    /// one row a part), every part cut to its own longest row; the batch itself when it fits
-    /// or `max_tokens` is 0. Training the parts as micro-batches of one step, each loss
-    /// divided by the step's target tokens, gives the batch's gradient while holding only a
-    /// part's activations at a time.
-    pub fn split(&self, max_tokens: usize) -> Vec<Batch> {
+    /// one row a part), every part padded to its own longest row; the batch itself when it
+    /// fits or `max_tokens` is 0. `examples` is the slice the batch was made from. Training
+    /// the parts as micro-batches of one step, each loss divided by the step's target
+    /// tokens, gives the batch's gradient while holding only a part's activations at a time.
+    pub fn split(&self, examples: &[TokenizedExample], max_tokens: usize) -> Vec<Batch> {
         if max_tokens == 0 || self.batch_size * self.seq_len <= max_tokens {
             return vec![self.clone()];
         }
         let rows = (max_tokens / self.seq_len.max(1)).max(1);
-        let indices: Vec<usize> = (0..self.batch_size).collect();
-        indices.chunks(rows).map(|part| self.rows(part)).collect()
-    }
-
-    /// Rows `part` of this batch as a batch of their own, cut to their longest row.
-    fn rows(&self, part: &[usize]) -> Batch {
-        let len = |i: usize| self.row(i).1.iter().filter(|&&m| m).count();
-        let seq_len = part.iter().map(|&i| len(i)).max().unwrap_or(0);
-        let mut batch = Batch {
-            batch_size: part.len(),
-            seq_len,
-            input_ids: Vec::with_capacity(part.len() * seq_len),
-            attention_mask: Vec::with_capacity(part.len() * seq_len),
-            loss_mask: Vec::with_capacity(part.len() * seq_len),
-            example_indices: part.iter().map(|&i| self.example_indices[i]).collect(),
-        };
-        for &i in part {
-            let (ids, attention, loss) = self.row(i);
-            batch.input_ids.extend_from_slice(&ids[..seq_len]);
-            batch.attention_mask.extend_from_slice(&attention[..seq_len]);
-            batch.loss_mask.extend_from_slice(&loss[..seq_len]);
-        }
-        batch
+        self.example_indices.chunks(rows).map(|part| Batch::pad(examples, part.to_vec())).collect()
     }
 
     fn pad(examples: &[TokenizedExample], indices: Vec<usize>) -> Batch {
@@ -173,11 +151,11 @@ mod tests {
         let exs = [example(100, 9), example(200, 3), example(300, 5), example(400, 2)];
         let batch = Batch::pad(&exs, vec![0, 1, 2, 3]);
         assert_eq!((batch.batch_size, batch.seq_len), (4, 9));
-        assert_eq!(batch.split(0), std::slice::from_ref(&batch), "0: no limit");
-        assert_eq!(batch.split(36), std::slice::from_ref(&batch), "it fits");
+        assert_eq!(batch.split(&exs, 0), std::slice::from_ref(&batch), "0: no limit");
+        assert_eq!(batch.split(&exs, 36), std::slice::from_ref(&batch), "it fits");
 
         // 20 tokens at 9 a row: two rows a part.
-        let parts = batch.split(20);
+        let parts = batch.split(&exs, 20);
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], Batch::pad(&exs, vec![0, 1]));
         assert_eq!((parts[1].batch_size, parts[1].seq_len), (2, 5), "cut to its longest row");
@@ -186,7 +164,7 @@ mod tests {
         assert_eq!(targets(&parts), batch.num_target_tokens());
 
         // A limit below one row still trains every row, one at a time.
-        let ones = batch.split(4);
+        let ones = batch.split(&exs, 4);
         assert_eq!(ones.len(), 4);
         assert!(ones.iter().zip(0..).all(|(b, i)| *b == Batch::pad(&exs, vec![i])));
     }

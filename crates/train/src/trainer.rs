@@ -377,7 +377,7 @@ impl<'a> Run<'a> {
         let shapes = t.shapes();
         let micro: Vec<TokenBatch> = micro
             .iter()
-            .flat_map(|b| b.split(t.max_batch_tokens))
+            .flat_map(|b| b.split(&self.data.train, t.max_batch_tokens))
             .map(|b| TokenBatch::from_dolly(&b).padded(&shapes))
             .collect();
         let new_shapes = micro.iter().filter(|b| self.shape_log.record(b.batch_size, b.seq_len)).count();
