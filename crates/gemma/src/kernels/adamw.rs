@@ -61,7 +61,10 @@ fn host_update(p: Tensor<1>, g: Tensor<1>, previous: Option<(Tensor<1>, Tensor<1
     let gd = host_f32(g);
     let (mut md, mut vd) = match previous {
         Some((m, v)) => (host_f32(m), host_f32(v)),
-        None => (TensorData::zeros::<f32, _>([n]), TensorData::zeros::<f32, _>([n])),
+        // `vec![0.0; n]` asks the allocator for zeroed memory, so the 671 MB moments of the
+        // table arrive as untouched pages and the parallel update below faults them in;
+        // `TensorData::zeros` wrote them on this thread alone first.
+        None => (TensorData::new(vec![0.0f32; n], [n]), TensorData::new(vec![0.0f32; n], [n])),
     };
     {
         let ps = pd.as_mut_slice::<f32>().expect("f32 parameter");

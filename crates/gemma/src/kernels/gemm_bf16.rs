@@ -399,6 +399,15 @@ mod x86 {
         }
     }
 
+    /// `lines` set to zero, as initialised lines.
+    fn zeroed(lines: &mut [std::mem::MaybeUninit<Line>]) -> &mut [Line] {
+        for line in lines.iter_mut() {
+            line.write(Line([0; 32]));
+        }
+        // SAFETY: every element was just written; `MaybeUninit<Line>` has `Line`'s layout.
+        unsafe { &mut *(lines as *mut [std::mem::MaybeUninit<Line>] as *mut [Line]) }
+    }
+
     impl std::fmt::Debug for Line {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("Line")
@@ -407,15 +416,32 @@ mod x86 {
 
     impl Tiles {
         /// `outer` lines of the matrix (its rows for A, its columns for B) over `depth`,
-        /// each group of 16 filled by `fill(group, its lines)` in parallel.
+        /// each group of 16 zeroed (the padding) and filled by `fill(group, its lines)` in
+        /// parallel.
+        ///
+        /// Each group is zeroed by the thread that fills it: `vec![line; n]` wrote the whole
+        /// buffer on the calling thread first, and for a fresh mapping (the trained table's
+        /// packings, 335 MB each, a logit gradient's) that thread alone took every page
+        /// fault while the others waited: a quarter of the main thread's time in a
+        /// Full-Finetune step at 512 tokens (`docs/perf.md`).
         ///
         /// SAFETY (for `fill`): the engines run only where AVX-512 F, BW and VL are
         /// (`hardware`), and the fill functions are compiled for them.
         fn packed(outer: usize, depth: usize, fill: impl Fn(usize, &mut [Line]) + Sync) -> Self {
             let (outer, k_tiles) = (outer.div_ceil(2 * TM) * 2, depth.div_ceil(TK));
-            let mut t = Tiles { lines: vec![Line([0; 32]); outer * k_tiles * TM], outer, k_tiles };
-            t.lines.par_chunks_mut(k_tiles * TM).enumerate().for_each(|(group, lines)| fill(group, lines));
-            t
+            let mut lines: Vec<std::mem::MaybeUninit<Line>> = Vec::with_capacity(outer * k_tiles * TM);
+            // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is there.
+            unsafe { lines.set_len(outer * k_tiles * TM) };
+            lines.par_chunks_mut((k_tiles * TM).max(1)).enumerate().for_each(|(group, lines)| {
+                let lines = zeroed(lines);
+                fill(group, lines)
+            });
+            let mut lines = std::mem::ManuallyDrop::new(lines);
+            let (ptr, len, capacity) = (lines.as_mut_ptr().cast::<Line>(), lines.len(), lines.capacity());
+            // SAFETY: every line was written by `zeroed` above, and `MaybeUninit<Line>` has
+            // `Line`'s size and alignment, so the allocation is a `Vec<Line>`'s.
+            let lines = unsafe { Vec::from_raw_parts(ptr, len, capacity) };
+            Tiles { lines, outer, k_tiles }
         }
 
         pub fn bytes(&self) -> usize {

@@ -70,34 +70,44 @@ pub fn geglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// Values only: the inputs' buffers are handed over (no copy when nothing else holds them).
+/// Values only. The inputs are read where they lie ([`with_host_f32`]).
 fn geglu_untracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     let (dims, device) = (gate.dims(), gate.device());
-    let (g, u) = (host_f32(gate.inner()), host_f32(up.inner()));
-    let (g, u) = (g.as_slice::<f32>().expect("f32"), u.as_slice::<f32>().expect("f32"));
-    let mut h = vec![0.0f32; g.len()];
-    h.par_chunks_mut(CHUNK).enumerate().for_each(|(i, h)| {
-        let at = i * CHUNK..i * CHUNK + h.len();
-        geglu_values(&g[at.clone()], &u[at], h)
+    let h = with_host_f32(gate, |g| {
+        with_host_f32(up, |u| {
+            let mut h = vec![0.0f32; g.len()];
+            h.par_chunks_mut(CHUNK).enumerate().for_each(|(i, h)| {
+                let at = i * CHUNK..i * CHUNK + h.len();
+                geglu_values(&g[at.clone()], &u[at], h)
+            });
+            h
+        })
     });
     Tensor::from_data(TensorData::new(h, dims), &device)
 }
 
 /// Values and the constant-coefficient gradient (see [`geglu`]); the inputs stay in the graph.
+///
+/// The inputs are read where they lie ([`with_host_f32`]): `host_f32` of a tensor the graph
+/// also holds copied it twice (burn-flex clones a shared buffer, cubecl realigns the clone),
+/// 64 MiB into fresh pages per layer of a 4 x 512 micro-batch, all on the calling thread:
+/// a fifth of that thread's time in a Full-Finetune step (`docs/perf.md`).
 fn geglu_tracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     let (dims, device) = (gate.dims(), gate.device());
-    let (g, u) = (host_f32(gate.clone().inner()), host_f32(up.clone().inner()));
-    let (g, u) = (g.as_slice::<f32>().expect("f32"), u.as_slice::<f32>().expect("f32"));
-    let n = g.len();
+    let n = dims.iter().product();
     let (mut h, mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    h.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks_mut(CHUNK))
-        .zip(b.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(i, ((h, a), b))| {
-            let at = i * CHUNK..i * CHUNK + h.len();
-            geglu_with_slopes(&g[at.clone()], &u[at], h, a, b)
-        });
+    with_host_f32(gate.clone(), |g| {
+        with_host_f32(up.clone(), |u| {
+            h.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks_mut(CHUNK))
+                .zip(b.par_chunks_mut(CHUNK))
+                .enumerate()
+                .for_each(|(i, ((h, a), b))| {
+                    let at = i * CHUNK..i * CHUNK + h.len();
+                    geglu_with_slopes(&g[at.clone()], &u[at], h, a, b)
+                })
+        })
+    });
     let tensor = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
     let t = gate * tensor(a) + up * tensor(b);
     tensor(h) + (t.clone() - t.detach())
@@ -346,6 +356,40 @@ mod tests {
             assert!(close(h[i], gelu64(x) * u, 1e-6), "h at {x}");
             assert!(close(a[i], slope * u, 1e-5), "slope at {x}: {} vs {}", a[i], slope * u);
             assert_eq!(h[i], h2[i], "values-only pass differs at {x}");
+        }
+    }
+
+    #[test]
+    fn geglu_values_and_gradients_equal_burns_gelu_times_up() {
+        // Inputs the graph also holds (read where they lie) and a transposed view (copied
+        // first), tracked and not: each against burn's `gelu_approximate(gate) · up`.
+        let device = Device::flex().autodiff();
+        let data = |seed: f32| -> Vec<f32> { (0..37 * 53).map(|i| (i as f32 * seed).sin() * 4.0).collect() };
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [37, 53]), &device);
+        let dy = t(data(0.173));
+        for transposed in [false, true] {
+            let view = |x: Tensor<2>| if transposed { x.swap_dims(0, 1) } else { x };
+            let (gate, up) = (t(data(0.7331)).require_grad(), t(data(0.291)).require_grad());
+            let weight = if transposed { dy.clone().swap_dims(0, 1) } else { dy.clone() };
+            let ours = geglu(view(gate.clone()), view(up.clone()));
+            let grads = (ours.clone() * weight.clone()).sum().backward();
+            let (gate2, up2) = (t(data(0.7331)).require_grad(), t(data(0.291)).require_grad());
+            let want = gelu_approximate(view(gate2.clone())) * view(up2.clone());
+            let grads2 = (want.clone() * weight).sum().backward();
+            let untracked = geglu(view(gate.clone().detach()), view(up.clone().detach()));
+            let pairs = [
+                ("value", ours, want.clone()),
+                ("untracked value", untracked, want),
+                ("d gate", gate.grad(&grads).unwrap(), gate2.grad(&grads2).unwrap()),
+                ("d up", up.grad(&grads).unwrap(), up2.grad(&grads2).unwrap()),
+            ];
+            for (what, got, want) in pairs {
+                let (got, want) = (got.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
+                assert_eq!(got.len(), want.len());
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 2e-5 * (1.0 + w.abs()), "{what} [{i}], transposed {transposed}: {g} vs {w}");
+                }
+            }
         }
     }
 
