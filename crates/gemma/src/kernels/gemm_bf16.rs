@@ -422,7 +422,7 @@ mod x86 {
         /// Each group is zeroed by the thread that fills it: `vec![line; n]` wrote the whole
         /// buffer on the calling thread first, and for a fresh mapping (the trained table's
         /// packings, 335 MB each, a logit gradient's) that thread alone took every page
-        /// fault while the others waited: a quarter of the main thread's time in a
+        /// fault while the others waited: a sixth of the main thread's time in a
         /// Full-Finetune step at 512 tokens (`docs/perf.md`).
         ///
         /// SAFETY (for `fill`): the engines run only where AVX-512 F, BW and VL are

@@ -90,8 +90,8 @@ fn geglu_untracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> 
 ///
 /// The inputs are read where they lie ([`with_host_f32`]): `host_f32` of a tensor the graph
 /// also holds copied it twice (burn-flex clones a shared buffer, cubecl realigns the clone),
-/// 64 MiB into fresh pages per layer of a 4 x 512 micro-batch, all on the calling thread:
-/// a fifth of that thread's time in a Full-Finetune step (`docs/perf.md`).
+/// 64 MiB into fresh pages per layer of a 4 x 512 micro-batch, all on the calling thread
+/// while the workers waited (`docs/perf.md`).
 fn geglu_tracked<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     let (dims, device) = (gate.dims(), gate.device());
     let n = dims.iter().product();
