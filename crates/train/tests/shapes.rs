@@ -51,18 +51,9 @@ fn a_padded_run_uses_one_shape_and_reaches_the_same_weights() {
     assert!(exact.distinct_shapes >= 3, "length-bucketed batches vary: {}", exact.distinct_shapes);
     assert_eq!(padded.distinct_shapes, 1, "every micro-batch is [4, 64]");
     assert!(padded.warmup_s.is_some(), "the second step is steady");
-    let steps = |path: &std::path::Path, key: &str| -> Vec<f64> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["kind"] == "train")
-            .map(|v| v[key].as_f64().unwrap())
-            .collect()
-    };
     // The same losses step by step: the first on identical weights (padding alone), the
     // later ones after updates that differ only by rounding in differently shaped GEMMs.
-    let (la, lb) = (steps(&exact.metrics_path, "loss"), steps(&padded.metrics_path, "loss"));
+    let (la, lb) = (step_values(&exact.metrics_path, "loss"), step_values(&padded.metrics_path, "loss"));
     println!("losses exact {la:?}\n       padded {lb:?}");
     assert!((la[0] - lb[0]).abs() <= 1e-5 * la[0], "step 1: {} vs {}", la[0], lb[0]);
     for (a, b) in la.iter().zip(&lb) {
@@ -83,7 +74,7 @@ fn a_padded_run_uses_one_shape_and_reaches_the_same_weights() {
     assert!(diff < 4e-3, "padding changed a trained weight by {diff}, more than two opposite steps");
     assert!(far <= 4, "padding changed {far} trained weights by more than 5e-4");
     // Each step's record says how many new shapes it brought.
-    assert_eq!(steps(&padded.metrics_path, "new_shapes"), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(step_values(&padded.metrics_path, "new_shapes"), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 }
 
 #[test]

@@ -98,14 +98,8 @@ fn resumed_run_reaches_the_same_weights() {
     assert!(max_weight_diff(&start, &all_weights(&a.model)) > 1e-4, "training moved the weights");
 
     // The resumed run's metrics read like one run: steps 1..=7 once each.
-    let text = std::fs::read_to_string(&b.metrics_path).unwrap();
-    let steps: Vec<u64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect();
-    assert_eq!(steps, (1..=7).collect::<Vec<_>>());
+    let steps = step_values(&b.metrics_path, "step");
+    assert_eq!(steps, (1..=7).map(f64::from).collect::<Vec<_>>());
     assert_eq!(checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().len(), 2, "keep_checkpoints = 2");
 }
 
@@ -129,15 +123,7 @@ fn micro_batches_split_by_max_batch_tokens_reach_the_same_weights() {
     // Adam divides by the gradients' own scale, so summation-order noise in the smallest
     // gradients shows up at ~1e-6; a wrong weighting of the parts moves weights by ~1e-3.
     assert!(diff <= 2e-5, "split micro-batches changed the weights by {diff}");
-    let losses = |path: &Path| -> Vec<f64> {
-        let text = std::fs::read_to_string(path).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["kind"] == "train")
-            .map(|v| v["loss"].as_f64().unwrap())
-            .collect()
-    };
-    let (a, b) = (losses(&whole.metrics_path), losses(&split.metrics_path));
+    let (a, b) = (step_values(&whole.metrics_path, "loss"), step_values(&split.metrics_path, "loss"));
     assert_eq!(a.len(), 3);
     assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs()), "step losses {a:?} vs {b:?}");
     assert!(max_weight_diff(&all_weights(&load_tiny(&device)), &all_weights(&split.model)) > 1e-4, "training moved the weights");

@@ -59,6 +59,17 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// Field `key` of every training step's record in the metrics file at `path`, in order.
+pub fn step_values(path: &Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v[key].as_f64().unwrap())
+        .collect()
+}
+
 /// Options for a quiet run of `train` in `dir`, resuming from its checkpoints if any.
 pub fn options(train: TrainSection, dir: &Path) -> TrainOptions {
     let config_hash = train_section_hash(&train, "tiny");
