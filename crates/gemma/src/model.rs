@@ -8,10 +8,10 @@
 //! embedding matrix (tied), and embeddings are scaled by sqrt(hidden_size).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{GemmaConfig, LayerType};
+use crate::kernels::rope::rope;
 use crate::precision::Precision;
 
 /// Gemma's RMSNorm: `x / sqrt(mean(x²) + eps) * (1 + w)`. The stored weight is the
@@ -25,9 +25,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mean_sq = (x.clone() * x.clone()).mean_dim(D - 1);
-        let normed = x * (mean_sq + self.eps).sqrt().recip();
-        normed * (self.weight.val() + 1.0).unsqueeze::<D>()
+        crate::kernels::norm::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -92,7 +90,8 @@ impl Linear {
     }
 }
 
-/// Rotate-half rotary embedding (not burn's interleaved variant).
+/// The tables of the rotate-half rotary embedding (not burn's interleaved variant), which
+/// [`rope`] applies.
 #[derive(Clone, Debug)]
 pub struct Rope {
     /// `inv_freq[i] = base^(-2i/d)`, computed in f32 as transformers does.
@@ -129,14 +128,6 @@ impl Rope {
             Tensor::from_data(TensorData::new(cos, shape), device),
             Tensor::from_data(TensorData::new(sin, shape), device),
         )
-    }
-
-    fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-        let half = x.dims()[3] / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos.clone() + rotated * sin.clone()
     }
 }
 
@@ -224,12 +215,10 @@ impl Attention {
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |proj: &Linear, n: usize| proj.forward(x.clone()).reshape([b, t, n, hd]);
 
-        let q = self.q_norm.forward(heads(&self.q_proj, nh)).swap_dims(1, 2);
-        let k = self.k_norm.forward(heads(&self.k_proj, nkv)).swap_dims(1, 2);
-        let v = heads(&self.v_proj, nkv).swap_dims(1, 2);
-        let q = Rope::apply(q, &pos.cos, &pos.sin);
-        let mut k = Rope::apply(k, &pos.cos, &pos.sin);
-        let mut v = v;
+        // RoPE runs on `[B, T, heads, head_dim]`, where each position's heads lie together.
+        let q = rope(self.q_norm.forward(heads(&self.q_proj, nh)), &pos.cos, &pos.sin).swap_dims(1, 2);
+        let mut k = rope(self.k_norm.forward(heads(&self.k_proj, nkv)), &pos.cos, &pos.sin).swap_dims(1, 2);
+        let mut v = heads(&self.v_proj, nkv).swap_dims(1, 2);
         if let Some(slot) = cache {
             if let Some((k_past, v_past)) = slot.take() {
                 k = Tensor::cat(vec![k_past, k], 2);
@@ -270,9 +259,8 @@ impl Attention {
         // into the row axis so one kv head serves `groups` query heads.
         let groups = nh / nkv;
         let q = q.reshape([b, nkv, groups * rows, hd]);
-        let scores = self.precision.matmul(q, k.swap_dims(2, 3)) * self.scaling;
-        let scores = scores.reshape([b, nh, rows, keys]) + mask;
-        let probs = softmax(scores, 3).reshape([b, nkv, groups * rows, keys]);
+        let scores = self.precision.matmul(q, k.swap_dims(2, 3)).reshape([b, nh, rows, keys]);
+        let probs = crate::kernels::softmax::scaled_masked_softmax(scores, self.scaling, mask).reshape([b, nkv, groups * rows, keys]);
         self.precision.matmul(probs, v).reshape([b, nh, rows, hd])
     }
 }

@@ -93,12 +93,12 @@ pub fn chunked_lm_loss(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_
 /// Like [`chunked_lm_loss`] but divided by `denom` instead of the batch's own token count,
 /// so micro-batches of one accumulated step add up to the step's mean.
 ///
-/// On a CPU backend, training goes through the fused host kernel ([`host_head_loss`] with
-/// [`host_head::cross_entropy_row`]); elsewhere, and for evaluation, through
-/// [`chunked_head_loss`].
+/// On a CPU backend it goes through the fused host kernel ([`host_head_loss`] with
+/// [`host_head::cross_entropy_row`]), in training and for a held-out loss alike: burn's
+/// `log_softmax` of a `[chunk, 262144]` block runs on the calling thread alone. Elsewhere
+/// it goes through [`chunked_head_loss`].
 pub fn chunked_lm_loss_scaled(lm: &Gemma3, hidden: Tensor<3>, targets: &Targets, chunk_rows: usize, denom: f64) -> LossOutput {
-    let needs_grad = hidden.is_tracked() || lm.embed_tokens.val().is_require_grad();
-    if needs_grad && !targets.is_empty() && host_head_kernels(&hidden.device()) {
+    if !targets.is_empty() && host_head_kernels(&hidden.device()) {
         return host_lm_loss(lm, hidden, targets, chunk_rows, denom);
     }
     chunked_head_loss(lm, hidden, &targets.positions, chunk_rows, denom, |logits, rows| {

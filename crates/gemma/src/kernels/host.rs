@@ -189,7 +189,7 @@ fn geglu_with_slopes(g: &[f32], u: &[f32], h: &mut [f32], a: &mut [f32], b: &mut
 /// Runs `f` compiled for AVX2 + FMA when the CPU has them (the loops above are written
 /// so the compiler vectorises them), else as built.
 #[inline(always)]
-fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]

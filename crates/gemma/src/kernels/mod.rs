@@ -13,6 +13,8 @@
 //!   `[tokens, vocabulary]` logits (training).
 //! - [`log_probs`]: the head's log-probabilities of chosen tokens, in blocks of rows
 //!   (evaluation).
+//! - [`node`]: host kernels as single autodiff nodes: [`norm`] (RMSNorm), [`rope`] (rotary
+//!   embedding) and [`softmax`] (attention's scaled, masked softmax).
 //! - [`adamw`]: AdamW's update of one parameter.
 //! - [`memory`]: how host memory is handed out (large blocks on their own mappings, the
 //!   rest kept in glibc's heap) and released between jobs.
@@ -25,3 +27,7 @@ pub mod head;
 pub mod host;
 pub mod log_probs;
 pub mod memory;
+pub mod node;
+pub mod norm;
+pub mod rope;
+pub mod softmax;
