@@ -1,10 +1,12 @@
 #!/bin/bash
 # Full-Finetune, bf16 products, rows of up to 512 tokens, batch 4, 100 examples (25 steps),
 # no held-out loss or checkpoint before the end: BEFORE, AFTER, AFTER, BEFORE, one after
-# the other on the idle machine. usage: run.sh BEFORE_XTASK AFTER_XTASK
-# Outputs steady-{base,new,new2,base2}.{metrics.jsonl,time.txt} beside this script.
+# the other on the idle machine. usage: run.sh BEFORE_XTASK AFTER_XTASK [OUT_DIR]
+# Outputs steady-{base,new,new2,base2}.{metrics.jsonl,time.txt} in OUT_DIR (default: beside
+# this script).
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
+here=$(cd "${3:-$here}" && pwd)
 for name in base new new2 base2; do
   case $name in base*) bin=$1;; *) bin=$2;; esac
   out=$(mktemp -d)
