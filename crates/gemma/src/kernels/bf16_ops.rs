@@ -15,12 +15,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 use crate::kernels::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b_reused, Dst, MatRef};
-
-type AdFlex = Autodiff<Flex>;
+use crate::kernels::node::AdFlex;
 
 /// `lhs · rhs` in bf16 (batched over equal leading axes) when both live in host memory;
 /// `None` elsewhere, or for shapes it does not take (broadcast batch axes), so the caller
