@@ -94,13 +94,6 @@ pub fn softcap_backward(g: &mut [f32], capped: Option<Vec<f32>>, softcap: Option
     }
 }
 
-/// `(max, log Σ exp(row/temperature − max))` of a row, the sum in f64.
-pub fn log_sum_exp(row: &[f32], temperature: f32) -> (f32, f64) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) / temperature;
-    let sum: f64 = row.iter().map(|&x| ((x / temperature - max).exp()) as f64).sum();
-    (max, sum.ln())
-}
-
 /// Turns one row of raw logits into `scale · d CE / d logits` in place; returns the row's
 /// cross-entropy.
 pub fn cross_entropy_row(z: &mut [f32], target: usize, softcap: Option<f32>, scale: f32) -> f64 {

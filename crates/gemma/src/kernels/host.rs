@@ -260,22 +260,28 @@ pub fn one_plus_tanh(x: f32) -> f32 {
 }
 
 /// `exp(x)` for `x ≤ 0` (Cody–Waite reduction, degree-6 polynomial), branch-free; `x` is
-/// clamped at −87 (exp ≈ 1.6e-38, the smallest normal range).
+/// clamped at −87 (exp ≈ 1.6e-38, the smallest normal range). A loop of it vectorises
+/// where it is compiled with AVX2 enabled ([`dispatch`]'s closures, or a function with
+/// `#[target_feature]`, as distillation's loss row has).
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub fn exp_neg(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.max(-87.0);
     // Round to nearest with the 1.5·2²³ trick (exact for |x·log2e| < 2²²).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let shifted = x * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_890_5)))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // `shifted` is 1.5·2²³ + n, so its bits are the constant's plus n: integer steps that
+    // vectorise, where `n as i32` (a saturating conversion) is done one lane at a time.
+    let n_bits = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let scale = f32::from_bits(((n_bits + 127) << 23) as u32);
     p * scale
 }
 
