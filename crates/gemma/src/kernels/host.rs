@@ -294,6 +294,31 @@ mod tests {
         0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
     }
 
+    /// The power of two from the rounded value's bits is the one `n as i32` gives, so
+    /// `exp_neg` is the same function bit for bit, and within 2 ulp of f64's `exp`.
+    #[test]
+    fn exp_neg_scale_from_bits_is_the_converted_one() {
+        let by_conversion = |x: f32| {
+            let x = x.max(-87.0);
+            let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+            let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+            let p = 1.0
+                + r * (1.0
+                    + r * (0.5
+                        + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_890_5)))));
+            p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+        };
+        for i in 0..=200_000 {
+            let x = -90.0 + i as f32 * (90.5 / 200_000.0);
+            let got = exp_neg(x);
+            assert_eq!(got.to_bits(), by_conversion(x).to_bits(), "exp_neg({x})");
+            if x >= -87.0 {
+                let want = (x as f64).exp();
+                assert!((got as f64 - want).abs() <= 2.0 * f32::EPSILON as f64 * want, "exp_neg({x}) = {got}, exp = {want}");
+            }
+        }
+    }
+
     #[test]
     fn max_and_sums_of_exponentials_match_f64() {
         // 1003 elements: vector bodies and a scalar tail, a maximum inside the tail too.
