@@ -92,31 +92,35 @@ mod simd {
 /// `[Σ exp(z/T − ms), Σ exp(t/T − mt), Σ exp(z − z_max)]` in one pass over both rows,
 /// each summed in f64 eight lanes at a time ([`simd`] compiles it for AVX2).
 #[inline(always)]
-fn normalisers(z: &[f32], teacher: &[f32], inv_t: f32, (ms, mt, z_max): (f32, f32, f32)) -> [f64; 3] {
-    let (mut s, mut t, mut one) = ([0.0f64; 8], [0.0f64; 8], [0.0f64; 8]);
+fn normalisers(z: &[f32], teacher: &[f32], inv_t: f32, shifts: (f32, f32, f32)) -> [f64; 3] {
+    let mut lanes = [[0.0f64; 3]; 8];
     let (zs, ts) = (z.chunks_exact(8), teacher.chunks_exact(8));
     let (z_rest, t_rest) = (zs.remainder(), ts.remainder());
     for (cz, ct) in zs.zip(ts) {
         // Fixed-size chunks: no bounds checks, so the lanes vectorise.
         let (cz, ct): (&[f32; 8], &[f32; 8]) = (cz.try_into().expect("8"), ct.try_into().expect("8"));
         for i in 0..8 {
-            s[i] += exp_neg(cz[i] * inv_t - ms) as f64;
-            t[i] += exp_neg(ct[i] * inv_t - mt) as f64;
-            one[i] += exp_neg(cz[i] - z_max) as f64;
+            add_terms(&mut lanes[i], cz[i], ct[i], inv_t, shifts);
         }
     }
-    for (&zi, &ti) in z_rest.iter().zip(t_rest) {
-        s[0] += exp_neg(zi * inv_t - ms) as f64;
-        t[0] += exp_neg(ti * inv_t - mt) as f64;
-        one[0] += exp_neg(zi - z_max) as f64;
+    for (&s, &t) in z_rest.iter().zip(t_rest) {
+        add_terms(&mut lanes[0], s, t, inv_t, shifts);
     }
-    [s.iter().sum(), t.iter().sum(), one.iter().sum()]
+    [0, 1, 2].map(|k| lanes.iter().map(|l| l[k]).sum())
+}
+
+/// One logit's three terms of [`normalisers`], added to its lane.
+#[inline(always)]
+fn add_terms(lane: &mut [f64; 3], s: f32, t: f32, inv_t: f32, (ms, mt, z_max): (f32, f32, f32)) {
+    lane[0] += exp_neg(s * inv_t - ms) as f64;
+    lane[1] += exp_neg(t * inv_t - mt) as f64;
+    lane[2] += exp_neg(s - z_max) as f64;
 }
 
 /// Replaces each student logit by `g_kd·(p_s − p_t) + g_ce·p_1` (the softmaxes at `T`
 /// and at 1, from their log-normalisers) and returns `KL(p_t ‖ p_s)`, summed in f64.
 #[inline(always)]
-fn gradient_in_place(z: &mut [f32], teacher: &[f32], inv_t: f32, (norm_s, norm_t, norm_1): (f32, f32, f32), (g_kd, g_ce): (f32, f32)) -> f64 {
+fn gradient_in_place(z: &mut [f32], teacher: &[f32], inv_t: f32, norms: (f32, f32, f32), weights: (f32, f32)) -> f64 {
     let mut kl = [0.0f64; 8];
     let mut zs = z.chunks_exact_mut(8);
     let ts = teacher.chunks_exact(8);
@@ -124,21 +128,23 @@ fn gradient_in_place(z: &mut [f32], teacher: &[f32], inv_t: f32, (norm_s, norm_t
     for (cz, ct) in zs.by_ref().zip(ts) {
         let (cz, ct): (&mut [f32; 8], &[f32; 8]) = (cz.try_into().expect("8"), ct.try_into().expect("8"));
         for i in 0..8 {
-            let log_pt = ct[i] * inv_t - norm_t;
-            let log_ps = cz[i] * inv_t - norm_s;
-            let pt = exp_neg(log_pt);
-            kl[i] += (pt * (log_pt - log_ps)) as f64;
-            cz[i] = g_kd * (exp_neg(log_ps) - pt) + g_ce * exp_neg(cz[i] - norm_1);
+            kl[i] += gradient_at(&mut cz[i], ct[i], inv_t, norms, weights);
         }
     }
     for (s, &t) in zs.into_remainder().iter_mut().zip(t_rest) {
-        let log_pt = t * inv_t - norm_t;
-        let log_ps = *s * inv_t - norm_s;
-        let pt = exp_neg(log_pt);
-        kl[0] += (pt * (log_pt - log_ps)) as f64;
-        *s = g_kd * (exp_neg(log_ps) - pt) + g_ce * exp_neg(*s - norm_1);
+        kl[0] += gradient_at(s, t, inv_t, norms, weights);
     }
     kl.iter().sum()
+}
+
+/// One logit of [`gradient_in_place`]: replaces `s` by its gradient and returns its KL term.
+#[inline(always)]
+fn gradient_at(s: &mut f32, t: f32, inv_t: f32, (norm_s, norm_t, norm_1): (f32, f32, f32), (g_kd, g_ce): (f32, f32)) -> f64 {
+    let log_pt = t * inv_t - norm_t;
+    let log_ps = *s * inv_t - norm_s;
+    let pt = exp_neg(log_pt);
+    *s = g_kd * (exp_neg(log_ps) - pt) + g_ce * exp_neg(*s - norm_1);
+    (pt * (log_pt - log_ps)) as f64
 }
 
 #[cfg(test)]
