@@ -243,7 +243,10 @@ pub fn preflight(opts: &EvalOptions) -> Result<Vec<Task>, EvalError> {
 /// Fails before scoring anything when a task is unknown, the limit is 0, another run holds
 /// `out_dir`, or `out_dir` holds results of another identity (unless `fresh`). A smaller
 /// limit than before reuses the first documents and leaves the rest of the file alone.
+/// In bf16, the model's weights packed for scoring are dropped at the end: the next job
+/// (a study's next row) has other weights.
 pub fn evaluate(scorer: &Scorer, opts: &EvalOptions) -> Result<EvalSummary, EvalError> {
+    let _packed = sweelol_gemma::kernels::gemm_bf16::packed_while_frozen();
     let tasks = load_tasks(opts)?;
     let _lock = DirLock::acquire(&opts.out_dir)?;
     if opts.fresh {

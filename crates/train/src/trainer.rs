@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use sweelol_dolly::{bucketed_batches, Batch, TokenizedExample};
 
+use sweelol_gemma::kernels::gemm_bf16::packed_while_frozen;
 use sweelol_gemma::{ShapeBuckets, ShapeLog};
 
 use crate::batch::TokenBatch;
@@ -116,6 +117,9 @@ pub fn evaluate<M: TrainableModel>(model: &M, examples: &[TokenizedExample], bat
 }
 
 /// [`evaluate`] with every batch padded to `shapes`.
+///
+/// In bf16 the weights that train are packed here as frozen ones; those packings go when
+/// it returns, since the next optimizer step changes the weights ([`packed_while_frozen`]).
 pub fn evaluate_padded<M: TrainableModel>(
     model: &M,
     examples: &[TokenizedExample],
@@ -123,6 +127,7 @@ pub fn evaluate_padded<M: TrainableModel>(
     chunk_rows: usize,
     shapes: &ShapeBuckets,
 ) -> Result<(f64, usize)> {
+    let _packed = packed_while_frozen();
     let valid = model.valid();
     let mut total = 0.0;
     let mut tokens = 0;

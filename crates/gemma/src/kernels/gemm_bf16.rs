@@ -206,19 +206,19 @@ pub fn pack_b_reused(b: MatRef) -> Arc<PackedB> {
     let mut cache = PACKED.lock().unwrap_or_else(|e| e.into_inner());
     cache.clock += 1;
     let now = cache.clock;
-    if let Some(entry) = cache.entries.iter_mut().find(|e| e.0 == key) {
-        entry.2 = now;
-        return entry.1.clone();
+    if let Some(entry) = cache.entries.iter_mut().find(|e| e.key == key) {
+        entry.used = now;
+        return entry.packed.clone();
     }
     let packed = Arc::new(pack_b(b));
     let bytes = packed.bytes();
     while cache.bytes + bytes > PACKED_BYTES && !cache.entries.is_empty() {
-        let oldest = (0..cache.entries.len()).min_by_key(|&i| cache.entries[i].2).expect("not empty");
-        let (_, gone, _) = cache.entries.swap_remove(oldest);
-        cache.bytes -= gone.bytes();
+        let oldest = (0..cache.entries.len()).min_by_key(|&i| cache.entries[i].used).expect("not empty");
+        let gone = cache.entries.swap_remove(oldest);
+        cache.bytes -= gone.packed.bytes();
     }
     cache.bytes += bytes;
-    cache.entries.push((key, packed.clone(), now));
+    cache.entries.push(Kept { key, packed: packed.clone(), created: now, used: now });
     packed
 }
 
@@ -229,6 +229,37 @@ pub fn forget_packed() {
     cache.bytes = 0;
 }
 
+/// While this guard lives, weights packed by [`pack_b_reused`] for the first time are
+/// dropped from its cache when the guard goes; weights packed before stay. For a forward
+/// pass over weights that change right after it (a held-out loss between optimizer steps):
+/// their packings would never be used again, yet stay cached until evicted, 0.5 GB per
+/// held-out loss of Gemma-3-270m (its table and decoder weights), up to the cache's
+/// [`PACKED_BYTES`] on top of a training step's peak.
+pub struct PackedWhileFrozen {
+    since: u64,
+}
+
+/// Starts a [`PackedWhileFrozen`] scope.
+pub fn packed_while_frozen() -> PackedWhileFrozen {
+    PackedWhileFrozen { since: PACKED.lock().unwrap_or_else(|e| e.into_inner()).clock }
+}
+
+impl Drop for PackedWhileFrozen {
+    fn drop(&mut self) {
+        let mut cache = PACKED.lock().unwrap_or_else(|e| e.into_inner());
+        let since = self.since;
+        cache.entries.retain(|e| e.created <= since);
+        cache.bytes = cache.entries.iter().map(|e| e.packed.bytes()).sum();
+    }
+}
+
+/// Whether [`pack_b_reused`] holds a packing of exactly `b` now.
+#[cfg(test)]
+fn is_packed(b: MatRef) -> bool {
+    let key = PackKey::of(&b);
+    PACKED.lock().unwrap_or_else(|e| e.into_inner()).entries.iter().any(|e| e.key == key)
+}
+
 /// Packed weights kept at most (bytes): a frozen 262144 x 640 table in both layouts (671
 /// MB) and Gemma-3-270m's frozen decoder weights as `w` and `wᵀ` (about 400 MB) fit.
 const PACKED_BYTES: usize = 3 << 29;
@@ -236,10 +267,17 @@ const PACKED_BYTES: usize = 3 << 29;
 static PACKED: Mutex<PackCache> = Mutex::new(PackCache { entries: Vec::new(), bytes: 0, clock: 0 });
 
 struct PackCache {
-    /// Key, packed weight, last use.
-    entries: Vec<(PackKey, Arc<PackedB>, u64)>,
+    entries: Vec<Kept>,
     bytes: usize,
     clock: u64,
+}
+
+/// A packed weight and when (by the cache's clock) it was packed and last used.
+struct Kept {
+    key: PackKey,
+    packed: Arc<PackedB>,
+    created: u64,
+    used: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1097,5 +1135,20 @@ mod tests {
         gemm_bf16_packed(Dst::row_major(&mut got, n), MatRef::row_major(&x, 3, k), &changed);
         gemm_bf16(Dst::row_major(&mut want, n), MatRef::row_major(&x, 3, k), MatRef::row_major(&w, k, n));
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn packings_made_while_frozen_go_with_the_scope() {
+        let (k, n) = (24, 40);
+        let (frozen, trained) = (values(k * n, 10), values(k * n, 11));
+        pack_b_reused(MatRef::row_major(&frozen, k, n));
+        {
+            let _scope = packed_while_frozen();
+            pack_b_reused(MatRef::row_major(&frozen, k, n));
+            pack_b_reused(MatRef::row_major(&trained, k, n));
+            assert!(is_packed(MatRef::row_major(&trained, k, n)), "kept while the scope lives");
+        }
+        assert!(!is_packed(MatRef::row_major(&trained, k, n)), "packed first in the scope: dropped");
+        assert!(is_packed(MatRef::row_major(&frozen, k, n)), "packed before the scope: kept");
     }
 }
