@@ -181,6 +181,9 @@ pub struct Overrides {
     /// `checkpoint_every`): cadence only, so a row's identity and results do not change.
     pub eval_every: Option<usize>,
     pub checkpoint_every: Option<usize>,
+    /// `[train] max_batch_tokens` of every row: padded tokens a micro-batch trains at once
+    /// (larger ones in parts, with the same gradient), which bounds its saved activations.
+    pub max_batch_tokens: Option<usize>,
     /// `[train] dtype` of every row (`--dtype` overrides); `run_study` settles `auto` before
     /// any row runs.
     pub dtype: Option<DtypeChoice>,
@@ -209,6 +212,9 @@ impl Overrides {
         }
         if let Some(n) = self.checkpoint_every {
             cfg.train.checkpoint_every = n;
+        }
+        if let Some(n) = self.max_batch_tokens {
+            cfg.train.max_batch_tokens = n;
         }
         match self.dtype {
             Some(DtypeChoice::F32) => cfg.train.dtype = sweelol_gemma::Precision::F32,
@@ -379,6 +385,9 @@ mod tests {
         assert_eq!((sparse.train.eval_every, sparse.train.checkpoint_every), (7, 9));
         assert_eq!(plain.hash(), sparse.hash(), "cadence is not part of a row's identity");
         assert_ne!(plain.hash(), row(&["overrides.n_train=999"]).hash(), "the data is");
+        let split = row(&["overrides.max_batch_tokens=768"]);
+        assert_eq!(split.train.max_batch_tokens, 768, "max_batch_tokens reaches the row");
+        assert_ne!(split.hash(), plain.hash(), "how a batch is split moves bf16 sums, so it is part of the identity");
     }
 
     #[test]
