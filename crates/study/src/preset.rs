@@ -369,25 +369,32 @@ mod tests {
         assert!(msg.contains("n_trian") && msg.contains("--set overrides.n_trian=2"), "{msg}");
     }
 
+    /// Full-Finetune's run config as the default preset, changed by `sets`, gives it.
+    fn full_finetune_row(sets: &[&str]) -> sweelol_train::RunConfig {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let p = Preset::load_with(&configs.join("study/default.toml"), &sets).unwrap();
+        let mut cfg = crate::technique::load(&configs.join("full-finetune.toml")).unwrap().run;
+        p.overrides.apply(&mut cfg);
+        cfg
+    }
+
     #[test]
     fn cadence_overrides_reach_every_row_and_leave_its_identity_alone() {
-        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        let row = |sets: &[&str]| {
-            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-            let p = Preset::load_with(&configs.join("study/default.toml"), &sets).unwrap();
-            let mut cfg = crate::technique::load(&configs.join("full-finetune.toml")).unwrap().run;
-            p.overrides.apply(&mut cfg);
-            cfg
-        };
-        let plain = row(&["overrides.eval_every=16", "overrides.checkpoint_every=16"]);
-        let sparse = row(&["overrides.eval_every=7", "overrides.checkpoint_every=9"]);
+        let plain = full_finetune_row(&["overrides.eval_every=16", "overrides.checkpoint_every=16"]);
+        let sparse = full_finetune_row(&["overrides.eval_every=7", "overrides.checkpoint_every=9"]);
         assert_eq!((plain.train.eval_every, plain.train.checkpoint_every), (16, 16));
         assert_eq!((sparse.train.eval_every, sparse.train.checkpoint_every), (7, 9));
         assert_eq!(plain.hash(), sparse.hash(), "cadence is not part of a row's identity");
-        assert_ne!(plain.hash(), row(&["overrides.n_train=999"]).hash(), "the data is");
-        let split = row(&["overrides.max_batch_tokens=768"]);
+        assert_ne!(plain.hash(), full_finetune_row(&["overrides.n_train=999"]).hash(), "the data is");
+    }
+
+    #[test]
+    fn max_batch_tokens_reaches_every_row_and_is_part_of_its_identity() {
+        let (preset, split) = (full_finetune_row(&[]), full_finetune_row(&["overrides.max_batch_tokens=768"]));
+        assert_eq!(preset.train.max_batch_tokens, 1024, "the default preset splits above 1,024 tokens");
         assert_eq!(split.train.max_batch_tokens, 768, "max_batch_tokens reaches the row");
-        assert_ne!(split.hash(), plain.hash(), "how a batch is split moves bf16 sums, so it is part of the identity");
+        assert_ne!(split.hash(), preset.hash(), "how a batch is split moves bf16 sums, so it is part of the identity");
     }
 
     #[test]
