@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use sweelol_dolly::{bucketed_batches, Batch, TokenizedExample};
 
-use sweelol_gemma::kernels::gemm_bf16::packed_while_frozen;
+use sweelol_gemma::kernels::gemm_bf16::{packed_for_one_step, packed_while_frozen};
 use sweelol_gemma::{ShapeBuckets, ShapeLog};
 
 use crate::batch::TokenBatch;
@@ -454,6 +454,8 @@ impl<'a> Run<'a> {
         let t = &self.opts.train;
         let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
         let mut loss = 0.0;
+        // The weights change only after these micro-batches: a trained table is packed once.
+        let _packed = packed_for_one_step();
         for b in micro.iter().filter(|b| !b.targets.is_empty()) {
             let (head_before, t0) = (profile::peek().head_loss_s, Instant::now());
             let out = model.loss(b, t.loss_chunk_rows, denom as f64);

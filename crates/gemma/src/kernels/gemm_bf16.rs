@@ -17,7 +17,8 @@
 //!   has it.
 //!
 //! Operands are converted into 1 KiB tiles of bf16 pairs; a right-hand side used by many
-//! products is converted once ([`pack_b`], [`PackedB`], [`pack_b_reused`]).
+//! products is converted once ([`pack_b`], [`PackedB`], [`pack_b_reused`] for weights that
+//! stay frozen, [`pack_b_trained`] for weights that train).
 //! `SWEELOL_BF16_KERNEL=emulated` (or `avx512`) forces a kernel: comparisons, and CPUs
 //! where a faster one misbehaves.
 
@@ -250,6 +251,56 @@ impl Drop for PackedWhileFrozen {
         let since = self.since;
         cache.entries.retain(|e| e.created <= since);
         cache.bytes = cache.entries.iter().map(|e| e.packed.bytes()).sum();
+    }
+}
+
+/// [`pack_b`] of a weight that trains: packed once per optimizer step while a
+/// [`OneStep`] scope is open (the trainer opens one around a step's micro-batches, and the
+/// weights change only after them), afresh on every call otherwise. A step whose
+/// micro-batch trains in parts then packs the 262144 x 640 table once, not once per part.
+/// Within a step a weight is known as [`pack_b_reused`] knows it.
+pub fn pack_b_trained(b: MatRef) -> Arc<PackedB> {
+    let key = PackKey::of(&b);
+    let found = STEP_PACKED.with_borrow(|step| step.as_ref().map(|kept| kept.iter().find(|e| e.0 == key).map(|e| e.1.clone())));
+    match found {
+        None => Arc::new(pack_b(b)),
+        Some(Some(packed)) => packed,
+        Some(None) => {
+            let packed = Arc::new(pack_b(b));
+            STEP_PACKED.with_borrow_mut(|step| step.as_mut().map(|kept| kept.push((key, packed.clone()))));
+            packed
+        }
+    }
+}
+
+/// Packed weights by key.
+type Packings = Vec<(PackKey, Arc<PackedB>)>;
+
+thread_local! {
+    /// The packings [`pack_b_trained`] shares within this thread's optimizer step; `None`
+    /// outside one. Per thread, so that runs training side by side (tests) never share one.
+    static STEP_PACKED: std::cell::RefCell<Option<Packings>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While this guard lives, [`pack_b_trained`] on this thread packs each weight once; its
+/// packings go with it. Open it only where no trained weight changes (before the optimizer
+/// step).
+pub struct OneStep {
+    _scope: (),
+}
+
+/// Starts a [`OneStep`] scope on this thread (one at a time).
+pub fn packed_for_one_step() -> OneStep {
+    STEP_PACKED.with_borrow_mut(|step| {
+        assert!(step.is_none(), "one optimizer step's packing scope at a time");
+        *step = Some(Vec::new());
+    });
+    OneStep { _scope: () }
+}
+
+impl Drop for OneStep {
+    fn drop(&mut self) {
+        STEP_PACKED.with_borrow_mut(|step| step.take());
     }
 }
 
@@ -1135,6 +1186,33 @@ mod tests {
         gemm_bf16_packed(Dst::row_major(&mut got, n), MatRef::row_major(&x, 3, k), &changed);
         gemm_bf16(Dst::row_major(&mut want, n), MatRef::row_major(&x, 3, k), MatRef::row_major(&w, k, n));
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_trained_weight_is_packed_once_per_step_and_afresh_outside() {
+        let (k, n) = (24, 40);
+        let w = values(k * n, 12);
+        let outside = (pack_b_trained(MatRef::row_major(&w, k, n)), pack_b_trained(MatRef::row_major(&w, k, n)));
+        assert!(!Arc::ptr_eq(&outside.0, &outside.1), "no scope: packed on every call");
+        let first = {
+            let _step = packed_for_one_step();
+            let a = pack_b_trained(MatRef::row_major(&w, k, n));
+            let b = pack_b_trained(MatRef::row_major(&w, k, n));
+            assert!(Arc::ptr_eq(&a, &b), "one packing per step");
+            let t = pack_b_trained(MatRef::row_major(&w, k, n).t());
+            assert_eq!((t.k(), t.n()), (n, k), "the transposed view is a weight of its own");
+            a
+        };
+        // A key samples at most 1,024 of a weight's values, so an optimizer step that changed
+        // none of them would go unseen: the next step packs afresh whatever the key says.
+        let _step = packed_for_one_step();
+        let next = pack_b_trained(MatRef::row_major(&w, k, n));
+        assert!(!Arc::ptr_eq(&first, &next), "the last step's packing was dropped with its scope");
+        let x = values(3 * k, 13);
+        let (mut got, mut want) = (vec![0.0; 3 * n], vec![0.0; 3 * n]);
+        gemm_bf16_packed(Dst::row_major(&mut got, n), MatRef::row_major(&x, 3, k), &next);
+        gemm_bf16(Dst::row_major(&mut want, n), MatRef::row_major(&x, 3, k), MatRef::row_major(&w, k, n));
+        assert_eq!(got, want, "the shared packing computes the plain product");
     }
 
     #[test]

@@ -9,15 +9,15 @@
 //! that allocates a fresh `[V, H]` gradient per chunk and adds them up.
 //!
 //! Matrices are row-major `f32` slices. In f32 the GEMMs are [`gemm_f32`] on the table where
-//! it lies; in bf16 they are [`super::gemm_bf16`]'s, with the table packed once per
-//! call (as `embedᵀ` for the logits and as `embed` for the rows' gradient), not per chunk.
+//! it lies; in bf16 they are [`super::gemm_bf16`]'s, with the table packed (as `embedᵀ` for
+//! the logits and as `embed` for the rows' gradient) once per call or step, not per chunk.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 use super::gemm::gemm_f32;
-use super::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b, pack_b_reused, Dst, MatRef, PackedB};
+use super::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b_reused, pack_b_trained, Dst, MatRef, PackedB};
 use super::host;
 use crate::Precision;
 
@@ -153,13 +153,14 @@ impl PackedTable {
     /// The packed table for bf16 heads (none in f32). A table that does not train (LoRA,
     /// prompt tuning) is packed once and reused from call to call
     /// ([`super::gemm_bf16::pack_b_reused`]): converting its 262144 x 640 values
-    /// twice was a quarter of a LoRA step.
+    /// twice was a quarter of a LoRA step. One that trains is packed once per optimizer
+    /// step ([`super::gemm_bf16::pack_b_trained`]), however many parts the step has.
     fn for_inputs(x: &HeadInputs, need_rows: bool, need_embed: bool) -> Option<Self> {
         if x.precision != Precision::Bf16 {
             return None;
         }
         let embed = MatRef::row_major(x.embed, x.vocab, x.hidden);
-        let pack = |m: MatRef| if need_embed { Arc::new(pack_b(m)) } else { pack_b_reused(m) };
+        let pack = |m: MatRef| if need_embed { pack_b_trained(m) } else { pack_b_reused(m) };
         Some(PackedTable { transposed: pack(embed.t()), plain: need_rows.then(|| pack(embed)) })
     }
 }
