@@ -1,7 +1,10 @@
-"""Steps 6 onward of each run's metrics: seconds, tokens/s and phase totals (python3 summary.py)."""
-import glob, json, os
+"""Steps 6 onward of each run's metrics: seconds, tokens/s and phase totals.
 
-here = os.path.dirname(os.path.abspath(__file__))
+    python3 summary.py [FOLDER]   (this script's folder by default)
+"""
+import glob, json, os, sys
+
+here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 for path in sorted(glob.glob(os.path.join(here, "*metrics.jsonl"))):
     steps = [json.loads(l) for l in open(path) if '"kind":"train"' in l]
     late = [s for s in steps if s["step"] >= 6]
