@@ -176,7 +176,8 @@ pub struct TrainSection {
     /// to summation order. The backward pass keeps every forward activation of a micro-batch,
     /// about 1.7 MiB a token on Gemma-3-270m (3.4 GiB for 4 x 512), so this caps that memory
     /// (`docs/results/cpu-2core-frozen-packings/`: at 1024, Full-Finetune's rows of up to 512
-    /// tokens peak 0.9 GB lower and step 4.6% slower).
+    /// tokens peak 0.9 GB lower; they stepped 4.6% slower while each part packed the bf16
+    /// table again, which a step packs once, `docs/results/cpu-2core-step-packing/`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_batch_tokens: usize,
     /// Train each epoch's largest micro-batch (most padded tokens) first. The run then

@@ -261,16 +261,16 @@ impl Drop for PackedWhileFrozen {
 /// Within a step a weight is known as [`pack_b_reused`] knows it.
 pub fn pack_b_trained(b: MatRef) -> Arc<PackedB> {
     let key = PackKey::of(&b);
-    let found = STEP_PACKED.with_borrow(|step| step.as_ref().map(|kept| kept.iter().find(|e| e.0 == key).map(|e| e.1.clone())));
-    match found {
-        None => Arc::new(pack_b(b)),
-        Some(Some(packed)) => packed,
-        Some(None) => {
-            let packed = Arc::new(pack_b(b));
-            STEP_PACKED.with_borrow_mut(|step| step.as_mut().map(|kept| kept.push((key, packed.clone()))));
-            packed
-        }
+    if let Some(packed) = STEP_PACKED.with_borrow(|step| step.as_ref()?.iter().find(|e| e.0 == key).map(|e| e.1.clone())) {
+        return packed;
     }
+    let packed = Arc::new(pack_b(b));
+    STEP_PACKED.with_borrow_mut(|step| {
+        if let Some(kept) = step {
+            kept.push((key, packed.clone()));
+        }
+    });
+    packed
 }
 
 /// Packed weights by key.
