@@ -38,7 +38,7 @@ pub use batch::{Targets, TokenBatch};
 pub use config::{key_differences, run_hash, run_keys, DataSection, ModelSection, OutputSection, RunConfig, TrainSection};
 pub use data::{load_dolly, select_dolly, tokenize_split, Dataset, Split};
 pub use error::{Result, TrainError};
-pub use loss::{chunked_head_loss, chunked_lm_loss, chunked_lm_loss_scaled, cross_entropy_sum, host_head_loss, LossOutput};
+pub use loss::{chunked_head_loss, chunked_lm_loss, chunked_lm_loss_scaled, cross_entropy_sum, host_head_loss, LossOutput, TableGrad};
 pub use model::TrainableModel;
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use trainer::{evaluate, train, BatchLog, TrainOptions, TrainOutcome};

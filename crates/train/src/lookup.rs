@@ -14,7 +14,7 @@ use burn::module::ParamId;
 use burn::tensor::{Gradients, IndexingUpdateOp, Int, Tensor};
 use sweelol_gemma::Gemma3;
 
-use sweelol_gemma::kernels::host::runs_on_host;
+use sweelol_gemma::kernels::host::{runs_on_host, with_host_f32};
 
 /// A lookup whose gradient reaches the table outside the graph.
 #[derive(Debug)]
@@ -46,6 +46,23 @@ pub fn embed(lm: &Gemma3, ids: Tensor<2, Int>) -> (Tensor<3>, Option<Lookup>) {
 }
 
 impl Lookup {
+    /// Adds this lookup's gradient from `grads` to the table's gradient `d` (`[V, H]`,
+    /// host memory) in place: `scale ×` each leaf row added at its id.
+    pub fn add_to(self, grads: &mut Gradients, d: &mut [f32]) {
+        let Some(dx) = self.leaf.grad_remove(grads) else { return };
+        let h = dx.dims()[2];
+        assert_eq!(d.len(), self.vocab * h, "Lookup::add_to: the table's gradient is not [{}, {h}]", self.vocab);
+        let ids = self.ids.into_data().convert::<i64>();
+        let ids = ids.as_slice::<i64>().expect("i64 ids");
+        with_host_f32(dx, |dx| {
+            for (row, &id) in dx.chunks_exact(h).zip(ids) {
+                let id = usize::try_from(id).expect("token ids are non-negative");
+                d[id * h..(id + 1) * h].iter_mut().zip(row).for_each(|(d, &x)| *d += x * self.scale);
+            }
+        });
+    }
+
+
     /// `d_embed` (the table's gradient so far, `[V, H]`, or none) plus this lookup's
     /// gradient from `grads`: `scale ×` the leaf's rows added at their ids, in place.
     pub fn add_grad(self, grads: &mut Gradients, d_embed: Option<Tensor<2>>) -> Option<Tensor<2>> {

@@ -9,7 +9,9 @@
 //! gradient is exactly the chunked gradient. The embedding's own `[vocab, hidden]` gradient
 //! skips the graph: [`LossOutput::gradients`] adds it to what backward gives (a surrogate
 //! `Σ E·dE` would cost three more `[vocab, hidden]` buffers). Peak memory is one chunk of
-//! logits plus one `[vocab, hidden]` gradient, whatever the number of tokens.
+//! logits plus one `[vocab, hidden]` gradient, whatever the number of tokens. On the host
+//! that product runs after backward, straight into the gradient of the step's earlier parts
+//! ([`LossOutput::add_gradients_to`]): a step trained in parts holds one such gradient.
 
 use std::ops::Range;
 
@@ -25,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::batch::Targets;
 use sweelol_gemma::kernels::host::{host_f32, with_host_f32};
-use sweelol_gemma::kernels::head::{self as host_head, HeadInputs};
+use sweelol_gemma::kernels::head::{self as host_head, EmbedGrad, HeadInputs};
 use crate::lookup::Lookup;
 use crate::profile::{self, Phase};
 
@@ -40,7 +42,7 @@ pub struct LossOutput {
     pub tokens: usize,
     /// The tied embedding's gradient from the head, computed outside the graph (see the
     /// module docs); [`gradients`](Self::gradients) adds it in.
-    pub embed_grad: Option<(ParamId, Tensor<2>)>,
+    pub embed_grad: Option<(ParamId, TableGrad)>,
     /// The input lookup whose gradient reaches the table outside the graph
     /// ([`crate::lookup`]); [`gradients`](Self::gradients) adds it in.
     pub lookup: Option<Lookup>,
@@ -60,20 +62,102 @@ impl LossOutput {
     /// Runs backward and returns the gradients of `module`'s parameters by path (flattened),
     /// the head's embedding gradient and the lookup's included.
     pub fn gradients<M: Module>(self, module: &M) -> BTreeMap<String, Tensor<1>> {
+        let mut sums = BTreeMap::new();
+        self.add_gradients_to(module, &mut sums);
+        sums
+    }
+
+    /// Runs backward and adds the gradients of `module`'s parameters into `sums` by path
+    /// (flattened), as [`gradients`](Self::gradients) gives them. The host head's table
+    /// gradient and the lookup's rows go into the table's entry in place, so the parts of
+    /// one step hold one `[vocab, hidden]` gradient between them, not one each.
+    pub fn add_gradients_to<M: Module>(self, module: &M, sums: &mut BTreeMap<String, Tensor<1>>) {
         let mut g = self.loss.backward();
-        let embed_grad = match self.lookup {
-            Some(lookup) => {
-                let id = lookup.table;
-                debug_assert!(self.embed_grad.as_ref().is_none_or(|(e, _)| *e == id), "one tied table");
-                lookup.add_grad(&mut g, self.embed_grad.map(|(_, d)| d)).map(|d| (id, d))
+        let table = match (self.embed_grad, self.lookup) {
+            (Some((id, TableGrad::Host(head))), lookup) => {
+                debug_assert!(lookup.as_ref().is_none_or(|l| l.table == id), "one tied table");
+                let path = crate::params::path_of(module, id);
+                let earlier = path.as_ref().and_then(|p| sums.remove(p));
+                Some((id, head.add_to(earlier, lookup, &mut g)))
             }
-            None => self.embed_grad,
+            (Some((id, TableGrad::Dense(d))), Some(lookup)) => {
+                debug_assert!(lookup.table == id, "one tied table");
+                lookup.add_grad(&mut g, Some(d)).map(|d| (id, flat(d)))
+            }
+            (Some((id, TableGrad::Dense(d))), None) => Some((id, flat(d))),
+            (None, Some(lookup)) => {
+                let id = lookup.table;
+                lookup.add_grad(&mut g, None).map(|d| (id, flat(d)))
+            }
+            (None, None) => None,
         };
-        let flat = |(id, t): (ParamId, Tensor<2>)| {
-            let n = t.shape().num_elements();
-            (id, t.reshape([n]))
-        };
-        crate::params::grads_by_path_plus(module, &mut g, embed_grad.map(flat))
+        for (path, grad) in crate::params::grads_by_path_plus(module, &mut g, table) {
+            let sum = match sums.remove(&path) {
+                Some(earlier) => earlier + grad,
+                None => grad,
+            };
+            sums.insert(path, sum);
+        }
+    }
+}
+
+fn flat(t: Tensor<2>) -> Tensor<1> {
+    let n = t.shape().num_elements();
+    t.reshape([n])
+}
+
+/// The tied table's gradient from the head, kept outside the graph.
+#[derive(Debug)]
+pub enum TableGrad {
+    /// `[vocab, hidden]`, already summed (the generic chunked head).
+    Dense(Tensor<2>),
+    /// The host kernel's, still to be finished: see [`HostTableGrad`].
+    Host(HostTableGrad),
+}
+
+/// The host head's table gradient with its product `gᵀ·rows` still to run (when it is
+/// pending): it runs once backward is done, into the gradient of the step's earlier parts
+/// when there is one, so that no second `[vocab, hidden]` buffer is ever made.
+pub struct HostTableGrad {
+    grad: EmbedGrad,
+    /// The head's input rows `[n, hidden]`.
+    rows: TensorData,
+    vocab: usize,
+    hidden: usize,
+    device: burn::tensor::Device,
+}
+
+impl std::fmt::Debug for HostTableGrad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostTableGrad([{}, {}])", self.vocab, self.hidden)
+    }
+}
+
+impl HostTableGrad {
+    /// The `[vocab, hidden]` gradient as a plain tensor (for the graph's surrogate).
+    fn dense(self) -> Tensor<2> {
+        let rows = self.rows.as_slice::<f32>().expect("f32 rows");
+        let d = self.grad.finish(rows, self.vocab, self.hidden);
+        Tensor::from_data(TensorData::new(d, [self.vocab, self.hidden]), &self.device)
+    }
+
+    /// `earlier` (flattened, the step's earlier parts) plus this gradient plus the lookup's
+    /// rows, summed in one host buffer (`earlier`'s own when nothing else holds it).
+    fn add_to(self, earlier: Option<Tensor<1>>, lookup: Option<Lookup>, grads: &mut burn::tensor::Gradients) -> Tensor<1> {
+        let rows = self.rows.as_slice::<f32>().expect("f32 rows");
+        let (vocab, hidden) = (self.vocab, self.hidden);
+        let mut d = profile::timed(Phase::HeadLoss, || match earlier {
+            Some(e) => {
+                let mut d = e.into_data().try_into_vec::<f32>().expect("an f32 gradient");
+                self.grad.add_to(rows, &mut d, vocab, hidden);
+                d
+            }
+            None => self.grad.finish(rows, vocab, hidden),
+        });
+        if let Some(lookup) = lookup {
+            lookup.add_to(grads, &mut d);
+        }
+        Tensor::from_data(TensorData::new(d, [vocab * hidden]), &self.device)
     }
 }
 
@@ -177,7 +261,7 @@ where
     }
     let scale = 1.0 / denom;
     let d_rows = rows_need_grad.then(|| Tensor::cat(d_rows, 0) * scale);
-    let d_embed = d_embed.map(|de| de * scale);
+    let d_embed = d_embed.map(|de| TableGrad::Dense(de * scale));
     let value = total / denom;
     attach_gradients(lm, rows, d_rows, d_embed, value, n)
 }
@@ -186,7 +270,7 @@ where
 /// `s = Σ rows·d_rows`, returned as `s − detach(s) + value`), with `d_embed` (plain
 /// tensors, already scaled) handed over for the embedding directly. Should the rows need
 /// no gradient, the embedding's goes through the surrogate `Σ embed·d_embed` instead.
-fn attach_gradients(lm: &Gemma3, rows: Tensor<2>, d_rows: Option<Tensor<2>>, d_embed: Option<Tensor<2>>, value: f64, tokens: usize) -> LossOutput {
+fn attach_gradients(lm: &Gemma3, rows: Tensor<2>, d_rows: Option<Tensor<2>>, d_embed: Option<TableGrad>, value: f64, tokens: usize) -> LossOutput {
     let differentiable = |s: Tensor<1>| s.clone() - s.detach() + value as f32;
     match (d_rows, d_embed) {
         (Some(d), d_embed) => LossOutput {
@@ -196,7 +280,13 @@ fn attach_gradients(lm: &Gemma3, rows: Tensor<2>, d_rows: Option<Tensor<2>>, d_e
             embed_grad: d_embed.map(|d| (lm.embed_tokens.id, d)),
             lookup: None,
         },
-        (None, Some(d)) => LossOutput::new(differentiable((lm.embed_tokens.val() * d).sum()), value, tokens),
+        (None, Some(d)) => {
+            let d = match d {
+                TableGrad::Dense(d) => d,
+                TableGrad::Host(h) => h.dense(),
+            };
+            LossOutput::new(differentiable((lm.embed_tokens.val() * d).sum()), value, tokens)
+        }
         (None, None) => unreachable!("attach_gradients is called when something needs a gradient"),
     }
 }
@@ -259,9 +349,8 @@ where
     if !need_rows && !need_embed {
         return LossOutput::new(Tensor::from_data(TensorData::new(vec![value as f32], [1]), &device), value, n);
     }
-    let d_embed = g.d_embed.map(|d| d.finish(rows_slice, vocab, h));
     let plain = device.clone().inner();
     let d_rows = g.d_rows.map(|d| Tensor::<2>::from_data(TensorData::new(d, [n, h]), &plain));
-    let d_embed = d_embed.map(|d| Tensor::<2>::from_data(TensorData::new(d, [vocab, h]), &plain));
+    let d_embed = g.d_embed.map(|grad| TableGrad::Host(HostTableGrad { grad, rows: rows_host, vocab, hidden: h, device: plain.clone() }));
     attach_gradients(lm, rows, d_rows, d_embed, value, n)
 }

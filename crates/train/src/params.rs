@@ -238,6 +238,31 @@ pub fn grads_by_path_plus<M: Module>(module: &M, grads: &mut Gradients, extra: O
     v.out
 }
 
+/// The path of the parameter `id` in `module`, if it has one.
+pub fn path_of<M: Module>(module: &M, id: ParamId) -> Option<String> {
+    struct V {
+        path: PathStack,
+        id: ParamId,
+        found: Option<String>,
+    }
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.enter(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.id == self.id {
+                self.found = Some(self.path.current());
+            }
+        }
+    }
+    let mut v = V { path: PathStack::default(), id, found: None };
+    module.visit(&mut v);
+    v.found
+}
+
 /// Paths of the parameters `pred` selects, for building masks and sets once.
 pub fn select_paths<M: Module>(module: &M, pred: impl Fn(&ParamInfo) -> bool) -> HashSet<String> {
     param_infos(module).into_iter().filter(|p| pred(p)).map(|p| p.path).collect()

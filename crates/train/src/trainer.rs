@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sweelol_dolly::{bucketed_batches, Batch, TokenizedExample};
 
 use sweelol_gemma::kernels::gemm_bf16::{packed_for_one_step, packed_while_frozen};
+use sweelol_gemma::kernels::{head, host};
 use sweelol_gemma::{ShapeBuckets, ShapeLog};
 
 use crate::batch::TokenBatch;
@@ -105,6 +106,14 @@ pub fn total_steps(t: &TrainSection, num_examples: usize) -> usize {
     }
 }
 
+/// A second handle on the tied table's gradient in host memory, which the optimizer only
+/// reads: once the step is done it owns the buffer alone, for the head to write the next
+/// gradient into ([`head::recycle_table_grad`]). None off the host.
+fn table_grad_to_recycle<M: TrainableModel>(model: &M, grads: &BTreeMap<String, Tensor<1>>) -> Option<Tensor<1>> {
+    let path = params::path_of(model, model.lm().embed_tokens.id)?;
+    grads.get(&path).filter(|g| host::runs_on_host(&g.device())).cloned()
+}
+
 /// Device RNG seed of a step: a function of (seed, step) only, so resumed runs draw the same
 /// dropout masks as uninterrupted ones.
 fn step_seed(seed: u64, step: usize) -> u64 {
@@ -177,6 +186,8 @@ pub fn train<M: TrainableModel>(model: M, data: &Dataset, opts: &TrainOptions) -
     let mut model = run.resume(model)?;
     run.open_outputs()?;
     let training = sweelol_outdir::interrupt::Stoppable::start();
+    // Each step's table gradient goes where the last one was, for this run only.
+    let _recycling = head::recycling_table_grads();
     while run.step < run.total {
         if opts.stop_after.is_some_and(|s| run.step >= s) {
             run.interrupted = true;
@@ -404,7 +415,12 @@ impl<'a> Run<'a> {
         }
         let scale = clip_scale(norm, t.clip_norm);
         let lr = self.schedule.lr(step);
+        let table = table_grad_to_recycle(&model, &grads);
         let mut model = self.opt.step(model, grads, lr, scale);
+        // The table's next gradient is written where this one was (no fresh 671 MB).
+        if let Some(buffer) = table.and_then(host::into_owned_f32) {
+            head::recycle_table_grad(buffer);
+        }
         model.after_step();
         profile::add(Phase::Optimizer, opt_start.elapsed().as_secs_f64());
         self.step += 1;
@@ -466,15 +482,11 @@ impl<'a> Run<'a> {
                 return Err(TrainError::NonFinite { step: self.step + 1, what: "loss", value: out.value, last_checkpoint });
             }
             loss += out.value;
-            profile::timed(Phase::Backward, || {
-                for (path, grad) in out.gradients(model) {
-                    let acc = match grads.remove(&path) {
-                        Some(prev) => prev + grad,
-                        None => grad,
-                    };
-                    grads.insert(path, acc);
-                }
-            });
+            // The table's product, run after backward, is the head's time, not backward's.
+            let (head_before, t0) = (profile::peek().head_loss_s, Instant::now());
+            out.add_gradients_to(model, &mut grads);
+            let head = profile::peek().head_loss_s - head_before;
+            profile::add(Phase::Backward, t0.elapsed().as_secs_f64() - head);
         }
         Ok((grads, loss))
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use sweelol_train::{chunked_lm_loss, params, LossOutput, TokenBatch, TrainableModel};
+use sweelol_train::{chunked_lm_loss, params, LossOutput, TableGrad, TokenBatch, TrainableModel};
 
 /// Mean cross-entropy from the whole `[B*T, V]` logits, written out with logsumexp so it
 /// shares no code with the chunked path.
@@ -93,6 +93,45 @@ fn the_lookup_outside_the_graph_gives_the_same_gradients() {
     }
     let table = &grads["embed_tokens"];
     assert!(table.iter().any(|&x| x != 0.0));
+}
+
+/// A step in parts: each part's gradients are added into the step's sums, the tied table's
+/// in the buffer the first part made (no second `[vocab, hidden]` gradient). The sums equal
+/// the two parts' full-logits gradients added up.
+#[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
+fn parts_of_a_step_add_into_one_table_gradient() {
+    let device = Device::flex().autodiff();
+    let model = load_tiny(&device);
+    let parts = [one_batch(&random_examples(2, 9, 21, 3, 40, 11)), one_batch(&random_examples(3, 5, 17, 2, 40, 12))];
+    let denom = parts.iter().map(|p| p.targets.len()).sum::<usize>() as f64;
+    let mut expected: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for tb in &parts {
+        let full = full_logits_loss(&model, tb, &device) * (tb.targets.len() as f64 / denom) as f32;
+        let value = full.clone().inner().into_scalar::<f32>() as f64;
+        for (path, g) in grads_of(&model, LossOutput::new(full, value, tb.targets.len())) {
+            let e = expected.entry(path).or_insert_with(|| vec![0.0; g.len()]);
+            e.iter_mut().zip(&g).for_each(|(e, g)| *e += g);
+        }
+    }
+
+    let table_ptr = |sums: &BTreeMap<String, Tensor<1>>| {
+        sweelol_gemma::kernels::host::with_host_f32(sums["embed_tokens"].clone(), |s| s.as_ptr() as usize)
+    };
+    let mut sums = BTreeMap::new();
+    model.loss(&parts[0], 7, denom).add_gradients_to(&model, &mut sums);
+    let first = table_ptr(&sums);
+    let second = model.loss(&parts[1], 7, denom);
+    assert!(matches!(second.embed_grad, Some((_, TableGrad::Host(_)))), "the head's table product waits for the sums");
+    second.add_gradients_to(&model, &mut sums);
+    assert_eq!(table_ptr(&sums), first, "the second part adds into the first part's table gradient");
+
+    assert_eq!(sums.len(), expected.len());
+    for (path, t) in sums {
+        let got = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let d = max_abs_diff(&got, &expected[&path]);
+        assert!(d < 1e-5, "gradient of {path} differs by {d}");
+    }
 }
 
 #[test]

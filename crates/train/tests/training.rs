@@ -9,6 +9,7 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use common::*;
+use sweelol_gemma::kernels::head::table_grads_reused;
 use sweelol_gemma::{Gemma3, HostTensor};
 use sweelol_train::optim::{AdamW, AdamWConfig};
 use sweelol_train::{checkpoint, evaluate, params, train, Dataset, RunConfig, ScheduleKind, TrainError, TrainSection, TrainableModel};
@@ -131,6 +132,21 @@ fn micro_batches_split_by_max_batch_tokens_reach_the_same_weights() {
     t.fixed_batch = true;
     let msg = t.validate().unwrap_err();
     assert!(msg.contains("max_batch_tokens") && msg.contains("fixed_batch"), "{msg}");
+}
+
+/// After each optimizer step the trainer hands the tied table's gradient back to the head,
+/// which writes the next step's into it instead of into fresh memory (2 steps: 1 reuse).
+#[test]
+#[cfg_attr(not(fixtures), ignore = "needs ../shared (SWEELOL_SHARED)")]
+fn the_table_gradient_buffer_is_handed_back_after_a_step() {
+    let device = Device::flex().autodiff();
+    let data = Dataset { train: random_examples(8, 6, 14, 3, 512, 41), eval: Vec::new() };
+    let mut t = TrainSection::new(2e-3, 4);
+    t.max_steps = Some(2);
+    let before = table_grads_reused();
+    let dir = tempfile::tempdir().unwrap();
+    train(load_tiny(&device), &data, &options(t, dir.path())).unwrap();
+    assert_eq!(table_grads_reused(), before + 1, "step 2's table gradient is written into step 1's buffer");
 }
 
 /// Full fine-tuning whose final norm turns NaN after a given number of steps.

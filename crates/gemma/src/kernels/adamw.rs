@@ -11,7 +11,7 @@
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::host::{host_f32, runs_on_host};
+use super::host::{host_f32, runs_on_host, with_host_f32};
 
 /// One AdamW update of `p` from its gradient `g` and its moments `(m, v)` (none before the
 /// first step); returns the new parameter and moments.
@@ -58,7 +58,6 @@ fn host_update(p: Tensor<1>, g: Tensor<1>, previous: Option<(Tensor<1>, Tensor<1
     let device = p.device();
     let n = p.dims()[0];
     let mut pd = host_f32(p);
-    let gd = host_f32(g);
     let (mut md, mut vd) = match previous {
         Some((m, v)) => (host_f32(m), host_f32(v)),
         // `vec![0.0; n]` asks the allocator for zeroed memory, so the 671 MB moments of the
@@ -66,9 +65,9 @@ fn host_update(p: Tensor<1>, g: Tensor<1>, previous: Option<(Tensor<1>, Tensor<1
         // `TensorData::zeros` wrote them on this thread alone first.
         None => (TensorData::new(vec![0.0f32; n], [n]), TensorData::new(vec![0.0f32; n], [n])),
     };
-    {
+    // The gradient is only read, where it lies: a caller may keep it (to reuse its buffer).
+    with_host_f32(g, |gs| {
         let ps = pd.as_mut_slice::<f32>().expect("f32 parameter");
-        let gs = gd.as_slice::<f32>().expect("f32 gradient");
         let ms = md.as_mut_slice::<f32>().expect("f32 moment");
         let vs = vd.as_mut_slice::<f32>().expect("f32 moment");
         ps.par_chunks_mut(CHUNK)
@@ -76,7 +75,7 @@ fn host_update(p: Tensor<1>, g: Tensor<1>, previous: Option<(Tensor<1>, Tensor<1
             .zip(ms.par_chunks_mut(CHUNK))
             .zip(vs.par_chunks_mut(CHUNK))
             .for_each(|(((p, g), m), v)| adamw_kernel(p, g, m, v, k));
-    }
+    });
     (Tensor::from_data(pd, &device), Tensor::from_data(md, &device), Tensor::from_data(vd, &device))
 }
 

@@ -12,6 +12,7 @@
 //! it lies; in bf16 they are [`super::gemm_bf16`]'s, with the table packed (as `embedᵀ` for
 //! the logits and as `embed` for the rows' gradient) once per call or step, not per chunk.
 
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -46,12 +47,104 @@ impl EmbedGrad {
         match self {
             EmbedGrad::Done(d) => d,
             EmbedGrad::Pending { g, precision } => {
-                let n = rows.len() / hidden;
-                let mut d = vec![0.0f32; vocab * hidden];
-                embed_grad(precision, &g, rows, (n, vocab, hidden), &mut d, false);
+                let mut d = table_grad_buffer(vocab * hidden);
+                embed_grad(precision, &g, rows, (rows.len() / hidden, vocab, hidden), &mut d, false);
                 d
             }
         }
+    }
+
+    /// Adds the `[V, H]` gradient to `d` (the gradient of a step's earlier parts) in place:
+    /// a pending product accumulates straight into `d`, so no second `[V, H]` buffer exists.
+    pub fn add_to(self, rows: &[f32], d: &mut [f32], vocab: usize, hidden: usize) {
+        assert_eq!(d.len(), vocab * hidden, "EmbedGrad::add_to: d is not [{vocab}, {hidden}]");
+        match self {
+            EmbedGrad::Done(done) => {
+                assert_eq!(done.len(), d.len(), "EmbedGrad::add_to: gradient sizes differ");
+                d.par_chunks_mut(1 << 16).zip(done.par_chunks(1 << 16)).for_each(|(d, e)| {
+                    d.iter_mut().zip(e).for_each(|(d, e)| *d += e);
+                });
+            }
+            EmbedGrad::Pending { g, precision } => {
+                embed_grad(precision, &g, rows, (rows.len() / hidden, vocab, hidden), d, true);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// A `[V, H]` table gradient the optimizer has applied, for the next one on this thread.
+    static SPARE_TABLE_GRAD: RefCell<Option<Vec<f32>>> = const { RefCell::new(None) };
+    /// Open [`RecyclingTableGrads`] scopes on this thread.
+    static RECYCLING: Cell<usize> = const { Cell::new(0) };
+    /// Table gradients written into a recycled buffer on this thread, ever.
+    static REUSED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While one is alive, [`recycle_table_grad`] keeps what it is given on this thread; when
+/// the last one goes, so does the kept buffer (a training run's, not the evaluation's after).
+pub struct RecyclingTableGrads(());
+
+/// Opens a [`RecyclingTableGrads`] scope (a training run's steps).
+pub fn recycling_table_grads() -> RecyclingTableGrads {
+    RECYCLING.with(|r| r.set(r.get() + 1));
+    RecyclingTableGrads(())
+}
+
+impl Drop for RecyclingTableGrads {
+    fn drop(&mut self) {
+        if RECYCLING.with(|r| {
+            r.set(r.get() - 1);
+            r.get() == 0
+        }) {
+            drop(take_spare());
+        }
+    }
+}
+
+/// Hands a table gradient that has been applied back to the head, which writes the next
+/// gradient of that size into it (within a [`recycling_table_grads`] scope; elsewhere the
+/// buffer is freed). A fresh `[V, H]` buffer is a fresh mapping whose pages the kernel
+/// clears as the product first writes them (671 MB a step for Gemma-3-270m). The buffer
+/// counts against the large-block allocator's cache of freed memory
+/// ([`super::memory::kept_elsewhere`]): kept beside a full cache, it would add its 671 MB to
+/// the peak of every step that does not need it yet.
+pub fn recycle_table_grad(buffer: Vec<f32>) {
+    if RECYCLING.with(Cell::get) == 0 {
+        return;
+    }
+    drop(take_spare());
+    super::memory::kept_elsewhere(bytes(&buffer) as isize);
+    SPARE_TABLE_GRAD.with(|s| *s.borrow_mut() = Some(buffer));
+}
+
+/// How many table gradients this thread has written into a recycled buffer.
+pub fn table_grads_reused() -> usize {
+    REUSED.with(Cell::get)
+}
+
+fn bytes(buffer: &[f32]) -> usize {
+    std::mem::size_of_val(buffer)
+}
+
+/// The kept buffer, no longer counted as kept.
+fn take_spare() -> Option<Vec<f32>> {
+    let spare = SPARE_TABLE_GRAD.with(|s| s.borrow_mut().take());
+    if let Some(spare) = &spare {
+        super::memory::kept_elsewhere(-(bytes(spare) as isize));
+    }
+    spare
+}
+
+/// A buffer of `len` values for a table gradient whose first product overwrites all of
+/// them: the recycled one when it has that size.
+fn table_grad_buffer(len: usize) -> Vec<f32> {
+    match take_spare() {
+        Some(spare) if spare.len() == len => {
+            REUSED.with(|r| r.set(r.get() + 1));
+            spare
+        }
+        _ => vec![0.0f32; len],
     }
 }
 
@@ -193,7 +286,8 @@ where
     let defer = need_embed && n <= h;
     let mut logits = vec![0.0f32; if defer { n } else { chunk_rows.min(n) } * v];
     let mut d_rows = need_rows.then(|| vec![0.0f32; n * h]);
-    let mut d_embed = (need_embed && !defer).then(|| vec![0.0f32; v * h]);
+    // The first chunk's product overwrites it (`c > 0` below).
+    let mut d_embed = (need_embed && !defer).then(|| table_grad_buffer(v * h));
     let mut loss_sum = 0.0f64;
     let table = PackedTable::for_inputs(x, need_rows, need_embed);
     for (c, start) in (0..n).step_by(chunk_rows).enumerate() {
@@ -300,6 +394,37 @@ mod tests {
         let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap: None, precision: Precision::F32 };
         let got = cross_entropy(&x, &targets, 4, 1.0, false, true);
         assert!(got.d_rows.is_none() && got.d_embed.is_some());
+    }
+
+    /// A recycled table gradient is written over, never added to: its old values (NaN
+    /// here) leave no trace, in both the per-chunk and the deferred product, and the
+    /// gradient lands in the recycled buffer itself. Only a scope keeps one.
+    #[test]
+    fn a_recycled_table_gradient_is_overwritten_in_place() {
+        recycle_table_grad(vec![1.0; 8]);
+        assert!(SPARE_TABLE_GRAD.with(|s| s.borrow().is_none()), "outside a scope nothing is kept");
+        let (v, h) = (53, 12);
+        let embed = values(v * h, 1);
+        for (n, precision) in [5, 20].into_iter().flat_map(|n| [(n, Precision::F32), (n, Precision::Bf16)]) {
+            let rows = values(n * h, 3);
+            let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 2) % v as u32).collect();
+            let x = HeadInputs { embed: &embed, vocab: v, hidden: h, rows: &rows, softcap: None, precision };
+            let (_, _, expected) = reference(&x, &targets, 0.5);
+            let _scope = recycling_table_grads();
+            let spare = vec![f32::NAN; v * h];
+            let at = spare.as_ptr();
+            recycle_table_grad(spare);
+            let got = cross_entropy(&x, &targets, 3, 0.5, false, true).d_embed.unwrap().finish(&rows, v, h);
+            assert_eq!(got.as_ptr(), at, "{n} rows, {precision:?}: the recycled buffer holds the gradient");
+            assert!(got.iter().all(|x| x.is_finite()), "{n} rows, {precision:?}: the old values leaked");
+            match precision {
+                Precision::F32 => assert!(worst(&got, &expected) < 1e-5, "{n} rows: {}", worst(&got, &expected)),
+                // bf16 operands: the direction of the gradient, as the bf16 test below.
+                Precision::Bf16 => assert!(cosine(&got, &expected) > 0.999, "{n} rows: cosine {}", cosine(&got, &expected)),
+            }
+            recycle_table_grad(got);
+        }
+        assert!(SPARE_TABLE_GRAD.with(|s| s.borrow().is_none()), "the scope's end frees the kept buffer");
     }
 
     fn cosine(a: &[f32], b: &[f64]) -> f64 {

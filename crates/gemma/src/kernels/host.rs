@@ -51,6 +51,20 @@ pub fn with_host_f32<const D: usize, R>(t: Tensor<D>, f: impl FnOnce(&[f32]) -> 
     f(host_f32(t).as_slice::<f32>().expect("f32"))
 }
 
+/// `t`'s values as a vector without a copy, when `t` is a contiguous f32 tensor in host
+/// memory that alone owns its buffer; `None` otherwise.
+pub fn into_owned_f32(t: Tensor<1>) -> Option<Vec<f32>> {
+    let t = t.inner();
+    if !runs_on_host(&t.device()) || t.dtype() != DType::F32 {
+        return None;
+    }
+    let flex = t.try_into_primitive::<Flex>().ok()?;
+    if !flex.is_unique() || flex.layout().contiguous_offsets() != Some((0, flex.layout().num_elements())) {
+        return None;
+    }
+    flex.into_data().try_into_vec::<f32>().ok()
+}
+
 /// `gelu_tanh(gate) · up`, as transformers' `GELUTanh` then the product (f32).
 ///
 /// On the host this is one pass. When a gradient must flow, the result is

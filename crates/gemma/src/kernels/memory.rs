@@ -108,11 +108,33 @@ unsafe impl std::alloc::GlobalAlloc for LargeBlocksMapped {
 /// Freed mappings `(address, length)` kept for the next large blocks, oldest first.
 static CACHE: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
 
+/// Bytes that callers keep for reuse themselves (the head's recycled table gradient): they
+/// count against [`CACHED_BYTES`] too, so that what is kept in all stays within it.
+static KEPT_ELSEWHERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Says that a caller now keeps `bytes` more (or, negative, fewer) of memory it is done
+/// with for its own reuse; the cache shrinks to make room.
+pub fn kept_elsewhere(bytes: isize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if bytes >= 0 {
+        KEPT_ELSEWHERE.fetch_add(bytes as usize, Relaxed);
+        trim(&mut CACHE.lock().unwrap_or_else(|e| e.into_inner()));
+    } else {
+        let _ = KEPT_ELSEWHERE.fetch_update(Relaxed, Relaxed, |k| Some(k.saturating_sub(bytes.unsigned_abs())));
+    }
+}
+
 /// Keeps a freed mapping for reuse, unmapping the oldest kept ones beyond [`CACHED_BYTES`].
 fn cache_or_unmap(addr: usize, len: usize) {
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     cache.push((addr, len));
-    while cache.iter().map(|c| c.1).sum::<usize>() > CACHED_BYTES {
+    trim(&mut cache);
+}
+
+/// Unmaps the oldest kept mappings until the cache and what callers keep fit [`CACHED_BYTES`].
+fn trim(cache: &mut Vec<(usize, usize)>) {
+    let limit = CACHED_BYTES.saturating_sub(KEPT_ELSEWHERE.load(std::sync::atomic::Ordering::Relaxed));
+    while !cache.is_empty() && cache.iter().map(|c| c.1).sum::<usize>() > limit {
         let (a, l) = cache.remove(0);
         unmap(a, l);
     }
