@@ -62,7 +62,6 @@ impl Lookup {
         });
     }
 
-
     /// `d_embed` (the table's gradient so far, `[V, H]`, or none) plus this lookup's
     /// gradient from `grads`: `scale ×` the leaf's rows added at their ids, in place.
     pub fn add_grad(self, grads: &mut Gradients, d_embed: Option<Tensor<2>>) -> Option<Tensor<2>> {
