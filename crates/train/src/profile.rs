@@ -52,6 +52,17 @@ pub fn timed<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Runs `f`, adding its wall time to `phase` less what `f` itself added to the head and
+/// loss: the head runs inside the model's loss and inside the table's gradient sums, and
+/// its time is counted once, there.
+pub fn timed_besides_head<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
+    let (head_before, t0) = (peek().head_loss_s, Instant::now());
+    let out = f();
+    let head = peek().head_loss_s - head_before;
+    add(phase, t0.elapsed().as_secs_f64() - head);
+    out
+}
+
 /// Adds `secs` to `phase` (negative moves time out of it).
 pub fn add(phase: Phase, secs: f64) {
     TIMES.with(|t| *slot(&mut t.borrow_mut(), phase) += secs);

@@ -473,20 +473,14 @@ impl<'a> Run<'a> {
         // The weights change only after these micro-batches: a trained table is packed once.
         let _packed = packed_for_one_step();
         for b in micro.iter().filter(|b| !b.targets.is_empty()) {
-            let (head_before, t0) = (profile::peek().head_loss_s, Instant::now());
-            let out = model.loss(b, t.loss_chunk_rows, denom as f64);
-            let head = profile::peek().head_loss_s - head_before;
-            profile::add(Phase::Forward, t0.elapsed().as_secs_f64() - head);
+            let out = profile::timed_besides_head(Phase::Forward, || model.loss(b, t.loss_chunk_rows, denom as f64));
             if !out.value.is_finite() {
                 let last_checkpoint = self.last_checkpoint.clone();
                 return Err(TrainError::NonFinite { step: self.step + 1, what: "loss", value: out.value, last_checkpoint });
             }
             loss += out.value;
             // The table's product, run after backward, is the head's time, not backward's.
-            let (head_before, t0) = (profile::peek().head_loss_s, Instant::now());
-            out.add_gradients_to(model, &mut grads);
-            let head = profile::peek().head_loss_s - head_before;
-            profile::add(Phase::Backward, t0.elapsed().as_secs_f64() - head);
+            profile::timed_besides_head(Phase::Backward, || out.add_gradients_to(model, &mut grads));
         }
         Ok((grads, loss))
     }

@@ -1181,11 +1181,17 @@ mod tests {
         let changed = pack_b_reused(MatRef::row_major(&w, k, n));
         assert!(!Arc::ptr_eq(&first, &changed), "a weight changed in place is packed again");
         // And the product reads the new values.
-        let x = values(3 * k, 9);
+        assert_packed_is_plain(&changed, &w, (k, n), 9, "the repacked weight computes the plain product");
+    }
+
+    /// A product through `packed` equals the plain product with the row-major `w [k, n]`
+    /// it was packed from, for a `[3, k]` left-hand side drawn with `seed`.
+    fn assert_packed_is_plain(packed: &PackedB, w: &[f32], (k, n): (usize, usize), seed: u32, what: &str) {
+        let x = values(3 * k, seed);
         let (mut got, mut want) = (vec![0.0f32; 3 * n], vec![0.0f32; 3 * n]);
-        gemm_bf16_packed(Dst::row_major(&mut got, n), MatRef::row_major(&x, 3, k), &changed);
-        gemm_bf16(Dst::row_major(&mut want, n), MatRef::row_major(&x, 3, k), MatRef::row_major(&w, k, n));
-        assert_eq!(got, want);
+        gemm_bf16_packed(Dst::row_major(&mut got, n), MatRef::row_major(&x, 3, k), packed);
+        gemm_bf16(Dst::row_major(&mut want, n), MatRef::row_major(&x, 3, k), MatRef::row_major(w, k, n));
+        assert_eq!(got, want, "{what}");
     }
 
     #[test]
@@ -1208,11 +1214,7 @@ mod tests {
         let _step = packed_for_one_step();
         let next = pack_b_trained(MatRef::row_major(&w, k, n));
         assert!(!Arc::ptr_eq(&first, &next), "the last step's packing was dropped with its scope");
-        let x = values(3 * k, 13);
-        let (mut got, mut want) = (vec![0.0; 3 * n], vec![0.0; 3 * n]);
-        gemm_bf16_packed(Dst::row_major(&mut got, n), MatRef::row_major(&x, 3, k), &next);
-        gemm_bf16(Dst::row_major(&mut want, n), MatRef::row_major(&x, 3, k), MatRef::row_major(&w, k, n));
-        assert_eq!(got, want, "the shared packing computes the plain product");
+        assert_packed_is_plain(&next, &w, (k, n), 13, "the shared packing computes the plain product");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use super::adamw::CHUNK;
 use super::gemm::gemm_f32;
 use super::gemm_bf16::{gemm_bf16, gemm_bf16_packed, pack_b_reused, pack_b_trained, Dst, MatRef, PackedB};
 use super::host;
@@ -61,7 +62,7 @@ impl EmbedGrad {
         match self {
             EmbedGrad::Done(done) => {
                 assert_eq!(done.len(), d.len(), "EmbedGrad::add_to: gradient sizes differ");
-                d.par_chunks_mut(1 << 16).zip(done.par_chunks(1 << 16)).for_each(|(d, e)| {
+                d.par_chunks_mut(CHUNK).zip(done.par_chunks(CHUNK)).for_each(|(d, e)| {
                     d.iter_mut().zip(e).for_each(|(d, e)| *d += e);
                 });
             }
